@@ -1,0 +1,225 @@
+// Reads the TOML file with toml++ and fills Config. A Reader walks one table: every key it is
+// asked for is marked as used, and when the table is finished every key left over is reported as
+// unknown. Problems are collected, not thrown one by one, so an operator sees them all at once.
+#include "config/config.hpp"
+
+#include <fstream>
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+namespace mailgate {
+
+ConfigError::ConfigError(std::vector<std::string> problems)
+    : std::runtime_error([&] {
+        std::string s;
+        for (const auto& p : problems) s += (s.empty() ? "" : "\n") + p;
+        return s;
+      }()),
+      problems_(std::move(problems)) {}
+
+namespace {
+
+class Problems {
+ public:
+  explicit Problems(std::string file) : file_(std::move(file)) {}
+  void add(const toml::source_region& where, std::string_view key, std::string_view what) {
+    if (where.begin.line > 0)
+      list_.push_back(fmt::format("{}:{}: {}: {}", file_, where.begin.line, key, what));
+    else
+      list_.push_back(fmt::format("{}: {}: {}", file_, key, what));
+  }
+  std::vector<std::string>& list() { return list_; }
+
+ private:
+  std::string file_;
+  std::vector<std::string> list_;
+};
+
+class Reader {
+ public:
+  Reader(const toml::table* table, std::string prefix, Problems& problems)
+      : table_(table), prefix_(std::move(prefix)), problems_(problems) {}
+  Reader(const Reader&) = delete;  // the destructor reports unknown keys: exactly once
+
+  ~Reader() {
+    if (!table_) return;
+    for (const auto& [k, v] : *table_) {
+      if (used_.count(std::string(k.str()))) continue;
+      std::string what = "unknown key";
+      if (auto near = nearest(k.str())) what += fmt::format(" (did you mean {}?)", *near);
+      problems_.add(v.source(), full(k.str()), what);
+    }
+  }
+
+  Reader table(std::string_view key) {
+    used_.insert(std::string(key));
+    const toml::node* n = table_ ? table_->get(key) : nullptr;
+    if (n && !n->is_table()) {
+      problems_.add(n->source(), full(key), "must be a table");
+      return Reader(nullptr, full(key), problems_);
+    }
+    return Reader(n ? n->as_table() : nullptr, full(key), problems_);
+  }
+
+  void string(std::string_view key, std::string& out, bool required = false) {
+    if (const toml::node* n = get(key, required)) {
+      if (auto v = n->value<std::string>())
+        out = *v;
+      else
+        problems_.add(n->source(), full(key), "must be a string");
+    }
+  }
+
+  void boolean(std::string_view key, bool& out) {
+    if (const toml::node* n = get(key, false)) {
+      if (auto v = n->value_exact<bool>())
+        out = *v;
+      else
+        problems_.add(n->source(), full(key), "must be true or false");
+    }
+  }
+
+  template <class Int>
+  void integer(std::string_view key, Int& out, std::int64_t min, std::int64_t max) {
+    if (const toml::node* n = get(key, false)) {
+      auto v = n->value_exact<std::int64_t>();
+      if (!v)
+        problems_.add(n->source(), full(key), "must be an integer");
+      else if (*v < min || *v > max)
+        problems_.add(n->source(), full(key), fmt::format("must be between {} and {}, not {}", min, max, *v));
+      else
+        out = static_cast<Int>(*v);
+    }
+  }
+
+  void seconds(std::string_view key, std::chrono::seconds& out, std::int64_t min, std::int64_t max) {
+    std::int64_t s = out.count();
+    integer(key, s, min, max);
+    out = std::chrono::seconds(s);
+  }
+
+  // Reports a value that parsed but is not acceptable.
+  void invalid(std::string_view key, std::string_view why) {
+    const toml::node* n = table_ ? table_->get(key) : nullptr;
+    problems_.add(n ? n->source() : toml::source_region{}, full(key), why);
+  }
+
+ private:
+  // The known key closest to a misspelt one, if it is within two edits.
+  std::optional<std::string> nearest(std::string_view key) const {
+    std::optional<std::string> best;
+    std::size_t best_distance = 3;
+    for (const auto& known : used_) {
+      std::vector<std::size_t> row(known.size() + 1);
+      for (std::size_t j = 0; j <= known.size(); ++j) row[j] = j;
+      for (std::size_t i = 1; i <= key.size(); ++i) {
+        std::size_t diagonal = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= known.size(); ++j) {
+          std::size_t up = row[j];
+          row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (key[i - 1] == known[j - 1] ? 0 : 1)});
+          diagonal = up;
+        }
+      }
+      if (row[known.size()] < best_distance) {
+        best_distance = row[known.size()];
+        best = known;
+      }
+    }
+    return best;
+  }
+
+  const toml::node* get(std::string_view key, bool required) {
+    used_.insert(std::string(key));
+    const toml::node* n = table_ ? table_->get(key) : nullptr;
+    if (!n && required) problems_.add(toml::source_region{}, full(key), "required key is missing");
+    return n;
+  }
+  std::string full(std::string_view key) const {
+    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+  }
+
+  const toml::table* table_;
+  std::string prefix_;
+  Problems& problems_;
+  std::set<std::string> used_;
+};
+
+void read_daemon(Reader r, DaemonConfig& c) {
+  r.integer("io_threads", c.io_threads, 1, 64);
+  r.seconds("shutdown_grace_seconds", c.shutdown_grace, 0, 3600);
+  r.string("log_level", c.log_level);
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (!levels.count(c.log_level))
+    r.invalid("log_level", "must be one of trace, debug, info, warn, error, critical, off");
+}
+
+void read_http(Reader r, HttpConfig& c) {
+  r.string("address", c.address);
+  r.integer("port", c.port, 0, 65535);
+  r.integer("max_body_bytes", c.max_body_bytes, 1024, std::int64_t{1} << 34);
+  r.integer("max_header_bytes", c.max_header_bytes, 1024, 1 << 20);
+  r.seconds("read_timeout_seconds", c.read_timeout, 1, 3600);
+  r.seconds("write_timeout_seconds", c.write_timeout, 1, 3600);
+  if (c.address.empty()) r.invalid("address", "must not be empty");
+}
+
+void read_database(Reader r, DatabaseConfig& c) {
+  r.string("url", c.url, /*required=*/true);
+  r.integer("pool_size", c.pool_size, 1, 256);
+  r.seconds("connect_timeout_seconds", c.connect_timeout, 1, 600);
+  r.seconds("query_timeout_seconds", c.query_timeout, 1, 3600);
+}
+
+void read_secrets(Reader r, SecretsConfig& c) {
+  std::string key_file;
+  r.string("key_file", key_file);
+  c.key_file = key_file;
+}
+
+void read_security(Reader r, SecurityConfig& c) { r.boolean("allow_private_hosts", c.allow_private_hosts); }
+
+}  // namespace
+
+Config parse_config(std::string_view text, const std::filesystem::path& source_name) {
+  Problems problems(source_name.string());
+  Config config;
+  config.path = source_name;
+  toml::table root;
+  try {
+    root = toml::parse(text, source_name.string());
+  } catch (const toml::parse_error& e) {
+    problems.add(e.source(), "syntax", std::string(e.description()));
+    throw ConfigError(std::move(problems.list()));
+  }
+  {
+    Reader r(&root, "", problems);
+    read_daemon(r.table("daemon"), config.daemon);
+    read_http(r.table("http"), config.http);
+    read_database(r.table("database"), config.database);
+    read_secrets(r.table("secrets"), config.secrets);
+    read_security(r.table("security"), config.security);
+  }
+  if (!problems.list().empty()) throw ConfigError(std::move(problems.list()));
+  return config;
+}
+
+Config load_config(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ConfigError({fmt::format("{}: cannot read the file", file.string())});
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  Config c = parse_config(ss.str(), file);
+  // Relative paths in the file are relative to the file, not to the working directory.
+  if (!c.secrets.key_file.empty() && c.secrets.key_file.is_relative())
+    c.secrets.key_file = file.parent_path() / c.secrets.key_file;
+  return c;
+}
+
+}  // namespace mailgate

@@ -1,0 +1,73 @@
+// config/: the TOML configuration file parsed into a typed, validated struct.
+//
+// Contract: load_config() either returns a Config in which every value is usable, or throws
+// ConfigError listing every problem found (unknown key, wrong type, missing required key,
+// impossible value), each naming the key and its line. The daemon exits with EX_CONFIG (78).
+// Each key's name and default live next to the field it fills, in config.cpp's readers.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mailgate {
+
+inline constexpr int kExitConfig = 78;  // EX_CONFIG from sysexits.h
+
+struct DaemonConfig {
+  int io_threads = 2;
+  std::chrono::seconds shutdown_grace{10};
+  std::string log_level = "info";
+};
+
+struct HttpConfig {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::size_t max_body_bytes = 1 << 20;
+  std::size_t max_header_bytes = 16 << 10;
+  std::chrono::seconds read_timeout{30};
+  std::chrono::seconds write_timeout{30};
+};
+
+struct DatabaseConfig {
+  std::string url;  // required: libpq connection URI or key=value string
+  int pool_size = 4;
+  std::chrono::seconds connect_timeout{5};
+  std::chrono::seconds query_timeout{30};
+};
+
+struct SecretsConfig {
+  // File holding the 32-byte key (raw or 64 hex characters) that encrypts secrets at rest.
+  // Empty: $CREDENTIALS_DIRECTORY/secrets-key (systemd LoadCredential=).
+  std::filesystem::path key_file;
+};
+
+struct SecurityConfig {
+  // Mailbox server hosts in loopback or private ranges are refused unless this is true.
+  bool allow_private_hosts = false;
+};
+
+struct Config {
+  std::filesystem::path path;  // the file it came from
+  DaemonConfig daemon;
+  HttpConfig http;
+  DatabaseConfig database;
+  SecretsConfig secrets;
+  SecurityConfig security;
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+Config load_config(const std::filesystem::path& file);
+Config parse_config(std::string_view toml_text, const std::filesystem::path& source_name);
+
+}  // namespace mailgate

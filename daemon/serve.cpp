@@ -1,0 +1,138 @@
+// `mailgated serve`: wires the components, runs the event loop, and shuts down in two phases.
+//
+// Start: pending migrations are applied (retried while the database is unreachable), then the
+// listeners are bound, then systemd hears READY=1. While running, the event loop itself sends the
+// watchdog keep-alive, so a stuck loop gets the process restarted. On SIGTERM/SIGINT: STOPPING=1,
+// /readyz turns 503, listeners close, in-flight work gets [daemon].shutdown_grace_seconds, exit 0.
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include "daemon/http_server.hpp"
+#include "daemon/metrics.hpp"
+#include "daemon/router.hpp"
+#include "daemon/serve.hpp"
+#include "daemon/services.hpp"
+#include "store/migrate.hpp"
+#include "store/run.hpp"
+#include "util/crypto.hpp"
+
+namespace mailgate {
+
+namespace asio = boost::asio;
+
+std::filesystem::path secrets_key_path(const Config& config) {
+  if (!config.secrets.key_file.empty()) return config.secrets.key_file;
+  if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY")) return std::filesystem::path(dir) / "secrets-key";
+  return {};
+}
+
+namespace {
+
+asio::awaitable<void> watchdog_loop(std::atomic<bool>& stopping) {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0) co_return;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (!stopping) {
+    sd_notify(0, "WATCHDOG=1");
+    timer.expires_after(std::chrono::microseconds(usec / 2));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+}  // namespace
+
+int serve(const Config& config) {
+  std::optional<SecretBox> secrets;
+  try {
+    auto key = secrets_key_path(config);
+    if (key.empty())
+      throw std::invalid_argument(
+          "secrets.key_file is not set and no systemd credential 'secrets-key' is present ($CREDENTIALS_DIRECTORY)");
+    secrets.emplace(SecretBox::from_file(key));
+  } catch (const std::invalid_argument& e) {
+    spdlog::critical("event=config_invalid reason=\"{}\"", e.what());
+    return kExitConfig;
+  }
+
+  asio::io_context io(config.daemon.io_threads);
+  Store store(config.database);
+  Metrics metrics;
+  metrics.gauge("mailgate_db_pool_size", "Connections in the database pool.", [&] { return store.size(); });
+  metrics.gauge("mailgate_db_pool_in_use", "Database connections running a job.", [&] { return store.in_use(); });
+  metrics.gauge("mailgate_db_pool_queued", "Database jobs waiting for a connection.", [&] { return store.queued(); });
+  std::atomic<bool> stopping{false};
+  Services services{config, store, metrics, *secrets, stopping};
+  Router router;
+  register_health_routes(router, services);
+  register_web_routes(router);
+  HttpServer http(io, config.http, router, metrics);
+
+  int exit_code = 0;
+  auto main_strand = asio::make_strand(io);
+  asio::signal_set signals(main_strand, SIGINT, SIGTERM);
+
+  auto shutdown = [&]() -> asio::awaitable<void> {
+    stopping = true;
+    sd_notify(0, "STOPPING=1");
+    spdlog::info("event=shutdown_started grace_s={}", config.daemon.shutdown_grace.count());
+    co_await http.shutdown(config.daemon.shutdown_grace);
+    spdlog::info("event=shutdown_done");
+    io.stop();
+  };
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("event=signal signal={}", sig == SIGTERM ? "TERM" : "INT");
+    asio::co_spawn(main_strand, shutdown(), asio::detached);
+  });
+
+  auto startup = [&]() -> asio::awaitable<void> {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (int attempt = 0; !stopping; ++attempt) {
+      try {
+        auto applied = co_await store_run(store, [](pqxx::connection_base& c) { return migrate(c); },
+                                          std::chrono::minutes(30));
+        spdlog::info("event=migrations_current applied_now={}", applied.size());
+        break;
+      } catch (const StoreUnavailable& e) {
+        spdlog::warn("event=db_unavailable_at_start attempt={} reason=\"{}\"", attempt, e.what());
+      }
+      timer.expires_after(std::chrono::seconds(std::min(2 << std::min(attempt, 4), 30)));
+      co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (stopping) co_return;
+    http.start();
+    spdlog::info("event=listening url=http://{}:{}/", config.http.address, http.port());
+    sd_notify(0, "READY=1\nSTATUS=serving");
+    co_await watchdog_loop(stopping);
+  };
+  asio::co_spawn(main_strand, startup(), [&](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      spdlog::critical("event=startup_failed reason=\"{}\"", x.what());
+    }
+    exit_code = 1;
+    io.stop();
+  });
+
+  std::vector<std::thread> threads;
+  for (int i = 1; i < config.daemon.io_threads; ++i) threads.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : threads) t.join();
+  return exit_code;
+}
+
+}  // namespace mailgate

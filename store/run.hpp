@@ -1,0 +1,88 @@
+// The awaitable facade over Store: `co_await store_run(store, [](pqxx::connection_base&) {...})`.
+//
+// The job runs on a pool thread; the coroutine is resumed on its own executor. Coroutines that
+// use this must run on a strand (every coroutine in daemon/ is spawned on one): the completion
+// is posted to that strand, which orders it after the coroutine's suspension.
+//
+// A deadline bounds the wait. When it passes the coroutine gets StoreTimeout while the job may
+// still finish on its thread; the job therefore owns everything it touches (capture by value).
+#pragma once
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <type_traits>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <pqxx/connection>
+#include <pqxx/transaction>
+
+#include "store/store.hpp"
+
+namespace mailgate {
+
+namespace detail {
+template <class R>
+struct RunState {
+  explicit RunState(boost::asio::any_io_executor ex) : timer(ex) {}
+  boost::asio::steady_timer timer;
+  bool done = false;
+  std::exception_ptr error;
+  std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+};
+}  // namespace detail
+
+template <class F, class R = std::invoke_result_t<F&, pqxx::connection_base&>>
+boost::asio::awaitable<R> store_run(Store& store, F job, std::chrono::steady_clock::duration timeout) {
+  auto ex = co_await boost::asio::this_coro::executor;
+  auto state = std::make_shared<detail::RunState<R>>(ex);
+  state->timer.expires_after(timeout);
+  store.submit(
+      [state, job = std::move(job)](pqxx::connection_base& c) mutable {
+        if constexpr (std::is_void_v<R>) {
+          job(c);
+          state->value.emplace(true);
+        } else {
+          state->value.emplace(job(c));
+        }
+      },
+      [state](std::exception_ptr e) {
+        boost::asio::post(state->timer.get_executor(), [state, e] {
+          state->done = true;
+          state->error = e;
+          state->timer.cancel();
+        });
+      });
+  co_await state->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  if (!state->done) throw StoreTimeout("the database did not answer in time");
+  if (state->error) std::rethrow_exception(state->error);
+  if constexpr (!std::is_void_v<R>) co_return std::move(*state->value);
+}
+
+template <class F, class R = std::invoke_result_t<F&, pqxx::connection_base&>>
+boost::asio::awaitable<R> store_run(Store& store, F job) {
+  return store_run(store, std::move(job), store.config().query_timeout + store.config().connect_timeout);
+}
+
+// Runs `job(tx)` in one transaction and commits it; the job is retried as a whole when the
+// connection broke before the commit (see store.hpp).
+template <class F, class R = std::invoke_result_t<F&, pqxx::work&>>
+boost::asio::awaitable<R> store_transact(Store& store, F job) {
+  return store_run(store, [job = std::move(job)](pqxx::connection_base& c) mutable -> R {
+    pqxx::work tx(c);
+    if constexpr (std::is_void_v<R>) {
+      job(tx);
+      tx.commit();
+    } else {
+      R r = job(tx);
+      tx.commit();
+      return r;
+    }
+  });
+}
+
+}  // namespace mailgate
