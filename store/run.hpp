@@ -26,41 +26,49 @@
 namespace mailgate {
 
 namespace detail {
+// What the pool thread fills in. It holds no I/O object, so it may outlive the event loop.
 template <class R>
-struct RunState {
-  explicit RunState(boost::asio::any_io_executor ex) : timer(ex) {}
-  boost::asio::steady_timer timer;
-  bool done = false;
+struct RunResult {
   std::exception_ptr error;
   std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+};
+// What the waiting coroutine owns; the pool thread sees it only through a weak_ptr.
+struct RunWaiter {
+  explicit RunWaiter(boost::asio::any_io_executor ex) : timer(ex) {}
+  boost::asio::steady_timer timer;
+  bool done = false;
 };
 }  // namespace detail
 
 template <class F, class R = std::invoke_result_t<F&, pqxx::connection_base&>>
 boost::asio::awaitable<R> store_run(Store& store, F job, std::chrono::steady_clock::duration timeout) {
-  auto ex = co_await boost::asio::this_coro::executor;
-  auto state = std::make_shared<detail::RunState<R>>(ex);
-  state->timer.expires_after(timeout);
+  auto result = std::make_shared<detail::RunResult<R>>();
+  auto waiter = std::make_shared<detail::RunWaiter>(co_await boost::asio::this_coro::executor);
+  waiter->timer.expires_after(timeout);
   store.submit(
-      [state, job = std::move(job)](pqxx::connection_base& c) mutable {
+      [result, job = std::move(job)](pqxx::connection_base& c) mutable {
         if constexpr (std::is_void_v<R>) {
           job(c);
-          state->value.emplace(true);
+          result->value.emplace(true);
         } else {
-          state->value.emplace(job(c));
+          result->value.emplace(job(c));
         }
       },
-      [state](std::exception_ptr e) {
-        boost::asio::post(state->timer.get_executor(), [state, e] {
-          state->done = true;
-          state->error = e;
-          state->timer.cancel();
-        });
+      [result, weak = std::weak_ptr<detail::RunWaiter>(waiter)](std::exception_ptr e) {
+        result->error = e;
+        // Null when the coroutine gave up (deadline) and is gone: nobody to wake.
+        if (auto w = weak.lock()) {
+          auto ex = w->timer.get_executor();
+          boost::asio::post(ex, [w = std::move(w)] {
+            w->done = true;
+            w->timer.cancel();
+          });
+        }
       });
-  co_await state->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-  if (!state->done) throw StoreTimeout("the database did not answer in time");
-  if (state->error) std::rethrow_exception(state->error);
-  if constexpr (!std::is_void_v<R>) co_return std::move(*state->value);
+  co_await waiter->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  if (!waiter->done) throw StoreTimeout("the database did not answer in time");
+  if (result->error) std::rethrow_exception(result->error);
+  if constexpr (!std::is_void_v<R>) co_return std::move(*result->value);
 }
 
 template <class F, class R = std::invoke_result_t<F&, pqxx::connection_base&>>

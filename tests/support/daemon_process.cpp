@@ -112,6 +112,8 @@ void DaemonProcess::start() {
     dup2(null, 1);
     unsetenv("JOURNAL_STREAM");
     unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    for (auto& e : env_) putenv(e.data());
     execl(MAILGATE_BINARY, "mailgated", "serve", "--config", config_.c_str(), nullptr);
     _exit(127);
   }

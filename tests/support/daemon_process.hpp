@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace mailgate::test {
 
@@ -34,6 +35,9 @@ class DaemonProcess {
   // Replaces the first occurrence of `from` in the generated configuration (before start()).
   void edit_config(const std::string& from, const std::string& to);
 
+  // Environment variables set for the daemon ("NAME=value"), before start().
+  void set_env(std::string assignment) { env_.push_back(std::move(assignment)); }
+
   void start();  // returns once /healthz answers 200; throws with the log on failure
   // Sends `signal` and waits up to `timeout`; returns the exit status (or 128+signal), -1 on timeout.
   int stop(int signal, std::chrono::milliseconds timeout = std::chrono::seconds(20));
@@ -50,6 +54,7 @@ class DaemonProcess {
   std::uint16_t http_port_;
   pid_t pid_ = -1;
   int exit_status_ = -1;
+  std::vector<std::string> env_;
 };
 
 }  // namespace mailgate::test
