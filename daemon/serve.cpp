@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include "daemon/api.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/router.hpp"
@@ -77,6 +78,8 @@ int serve(const Config& config) {
   Router router;
   register_health_routes(router, services);
   register_web_routes(router);
+  Api api(router, services);
+  register_api_routes(api);
   HttpServer http(io, config.http, router, metrics);
 
   int exit_code = 0;

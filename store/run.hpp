@@ -4,6 +4,12 @@
 // use this must run on a strand (every coroutine in daemon/ is spawned on one): the completion
 // is posted to that strand, which orders it after the coroutine's suspension.
 //
+// GCC 12 (Debian 12's compiler) destroys a capturing lambda twice when it is a temporary inside
+// a co_await expression. So build the awaitable in its own statement, then await it:
+//     auto op = store_transact(store, [id](pqxx::work& tx) { ... });
+//     auto row = co_await std::move(op);
+// Never `co_await store_transact(store, [id](...) {...})` in one expression.
+//
 // A deadline bounds the wait. When it passes the coroutine gets StoreTimeout while the job may
 // still finish on its thread; the job therefore owns everything it touches (capture by value).
 #pragma once

@@ -12,5 +12,6 @@ struct EmbeddedFile {
 
 const std::vector<EmbeddedFile>& embedded_migrations();  // sorted by name
 const std::vector<EmbeddedFile>& embedded_web();         // sorted by name
+const std::vector<EmbeddedFile>& embedded_openapi();     // sorted by name
 
 }  // namespace mailgate
