@@ -3,6 +3,7 @@
 
 #include <pqxx/pqxx>
 
+#include "store/migrate.hpp"
 #include "tests/support/daemon_process.hpp"
 #include "tests/support/pg_harness.hpp"
 #include "util/crypto.hpp"
@@ -25,7 +26,7 @@ TEST(Cli, MigrateAppliesOnce) {
   Cli cli(test::fresh_database());
   std::string out;
   EXPECT_EQ(cli.run("migrate", &out), 0) << out;
-  EXPECT_NE(out.find("applied 1 migration(s)"), std::string::npos) << out;
+  EXPECT_NE(out.find("applied " + std::to_string(known_migrations().size()) + " migration(s)"), std::string::npos) << out;
   EXPECT_EQ(cli.run("migrate", &out), 0) << out;
   EXPECT_NE(out.find("applied 0 migration(s)"), std::string::npos) << out;
 }
