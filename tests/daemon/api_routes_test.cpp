@@ -42,6 +42,13 @@ const std::map<std::string, std::string> kExpected = {
     {"GET /api/v1/settings", kAdmin},
     {"PATCH /api/v1/settings", kAdmin},
     {"GET /api/v1/audit", kAdmin},
+    {"GET /api/v1/mailboxes", kRead},
+    {"GET /api/v1/mailboxes/{id}", kRead},
+    {"POST /api/v1/mailboxes", kAdmin},
+    {"PATCH /api/v1/mailboxes/{id}", kAdmin},
+    {"POST /api/v1/mailboxes/{id}/primary", kAdmin},
+    {"PUT /api/v1/mailboxes/{id}/users", kAdmin},
+    {"PUT /api/v1/mailboxes/{id}/exclusions", kAdmin},
 };
 
 // The routes as registered by the real registration code, without a running daemon.
