@@ -1,0 +1,196 @@
+#include "protocol/mime.hpp"
+
+#include <gmime/gmime.h>
+
+#include <memory>
+#include <mutex>
+
+#include "util/crypto.hpp"
+
+namespace mailgate {
+
+namespace {
+
+void init_gmime() {
+  static std::once_flag once;
+  std::call_once(once, [] { g_mime_init(); });
+}
+
+template <class T>
+struct GUnref {
+  void operator()(T* p) const {
+    if (p) g_object_unref(p);
+  }
+};
+template <class T>
+using GPtr = std::unique_ptr<T, GUnref<T>>;
+
+std::string valid_utf8(const char* s, gssize len = -1) {
+  if (!s) return {};
+  gchar* v = g_utf8_make_valid(s, len);
+  std::string out(v);
+  g_free(v);
+  return out;
+}
+
+const char* warning_text(GMimeParserWarning w) {
+  switch (w) {
+    case GMIME_WARN_DUPLICATED_HEADER: return "duplicated header";
+    case GMIME_WARN_DUPLICATED_PARAMETER: return "duplicated header parameter";
+    case GMIME_WARN_UNENCODED_8BIT_HEADER: return "unencoded 8-bit header";
+    case GMIME_WARN_INVALID_CONTENT_TYPE: return "invalid content type";
+    case GMIME_WARN_INVALID_RFC2047_HEADER_VALUE: return "invalid RFC 2047 header value";
+    case GMIME_WARN_MALFORMED_MULTIPART: return "malformed multipart";
+    case GMIME_WARN_TRUNCATED_MESSAGE: return "truncated message";
+    case GMIME_WARN_MALFORMED_MESSAGE: return "malformed message";
+    case GMIME_CRIT_INVALID_HEADER_NAME: return "invalid header name";
+    case GMIME_CRIT_CONFLICTING_HEADER: return "conflicting header";
+    case GMIME_CRIT_CONFLICTING_PARAMETER: return "conflicting header parameter";
+    case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY: return "multipart without boundary";
+    case GMIME_WARN_INVALID_PARAMETER: return "invalid header parameter";
+    case GMIME_WARN_INVALID_ADDRESS_LIST: return "invalid address list";
+    case GMIME_CRIT_NESTING_OVERFLOW: return "MIME nesting too deep";
+    case GMIME_WARN_PART_WITHOUT_CONTENT: return "part without content";
+    case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT: return "part without headers or content";
+  }
+  return "parser warning";
+}
+
+void on_warning(gint64 offset, GMimeParserWarning code, const gchar* item, gpointer user) {
+  auto* warnings = static_cast<std::vector<std::string>*>(user);
+  if (warnings->size() >= 50) return;  // a hostile message could produce millions
+  std::string w = std::string(warning_text(code)) + " at byte " + std::to_string(offset);
+  if (item) w += ": " + valid_utf8(item).substr(0, 200);
+  warnings->push_back(std::move(w));
+}
+
+void add_addresses(InternetAddressList* list, std::vector<MailAddress>& out) {
+  if (!list) return;
+  for (int i = 0; i < internet_address_list_length(list); ++i) {
+    InternetAddress* a = internet_address_list_get_address(list, i);
+    if (INTERNET_ADDRESS_IS_GROUP(a)) {
+      add_addresses(internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a)), out);
+    } else if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
+      out.push_back({valid_utf8(internet_address_get_name(a)), valid_utf8(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)))});
+    }
+  }
+}
+
+std::string decoded_content(GMimePart* part) {
+  GMimeDataWrapper* content = g_mime_part_get_content(part);
+  if (!content) return {};
+  GPtr<GMimeStream> mem(g_mime_stream_mem_new());
+  g_mime_data_wrapper_write_to_stream(content, mem.get());
+  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem.get()));
+  return std::string(reinterpret_cast<const char*>(bytes->data), bytes->len);
+}
+
+struct Walk {
+  ParsedMessage& out;
+  int depth = 0;
+};
+
+void visit(GMimeObject* parent, GMimeObject* part, gpointer user) {
+  (void)parent;
+  auto& w = *static_cast<Walk*>(user);
+  if (GMIME_IS_MESSAGE_PART(part)) {  // an attached message: kept whole, as message/rfc822
+    GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(part));
+    MailAttachment a;
+    a.content_type = "message/rfc822";
+    if (inner) {
+      GPtr<GMimeStream> mem(g_mime_stream_mem_new());
+      g_mime_object_write_to_stream(GMIME_OBJECT(inner), nullptr, mem.get());
+      GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem.get()));
+      a.data.assign(reinterpret_cast<const char*>(bytes->data), bytes->len);
+      a.filename = valid_utf8(g_mime_message_get_subject(inner));
+      a.filename = (a.filename.empty() ? std::string("message") : a.filename) + ".eml";
+    }
+    a.sha256_hex = sha256_hex(a.data);
+    w.out.attachments.push_back(std::move(a));
+    return;
+  }
+  if (!GMIME_IS_PART(part)) return;  // multiparts: their children are visited too
+  GMimePart* p = GMIME_PART(part);
+  GMimeContentType* ct = g_mime_object_get_content_type(part);
+  const std::string type = ct ? std::string(g_mime_content_type_get_media_type(ct)) + "/" + g_mime_content_type_get_media_subtype(ct)
+                              : std::string("text/plain");
+  std::string lower = type;
+  for (auto& c : lower) c = static_cast<char>(g_ascii_tolower(c));
+  const bool attachment = g_mime_part_is_attachment(p);
+  if (!attachment && GMIME_IS_TEXT_PART(part) && (lower == "text/plain" || lower == "text/html")) {
+    std::string& body = lower == "text/plain" ? w.out.text_body : w.out.html_body;
+    if (body.empty()) {
+      char* text = g_mime_text_part_get_text(GMIME_TEXT_PART(part));
+      if (text) {
+        body = valid_utf8(text);
+        g_free(text);
+      } else {
+        const std::string raw = decoded_content(p);
+        body = valid_utf8(raw.data(), static_cast<gssize>(raw.size()));
+        w.out.warnings.push_back("the " + lower + " body's charset could not be converted; shown with replacement characters");
+      }
+      return;
+    }
+  }
+  MailAttachment a;
+  a.content_type = lower;
+  a.filename = valid_utf8(g_mime_part_get_filename(p));
+  a.content_id = valid_utf8(g_mime_part_get_content_id(p));
+  GMimeContentDisposition* d = g_mime_object_get_content_disposition(part);
+  a.inline_part = d && !g_mime_content_disposition_is_attachment(d);
+  a.data = decoded_content(p);
+  a.sha256_hex = sha256_hex(a.data);
+  w.out.attachments.push_back(std::move(a));
+}
+
+}  // namespace
+
+std::vector<std::string> ParsedMessage::linkable_addresses() const {
+  std::vector<std::string> out;
+  for (const auto* list : {&from, &to, &cc, &reply_to})
+    for (const auto& a : *list) out.push_back(a.address);
+  return out;
+}
+
+ParsedMessage parse_message(std::string_view raw) {
+  init_gmime();
+  ParsedMessage out;
+  out.sha256_hex = sha256_hex(raw);
+  GMimeParserOptions* options = g_mime_parser_options_new();
+  g_mime_parser_options_set_warning_callback(options, on_warning, &out.warnings);
+  struct OptionsFree {
+    GMimeParserOptions* o;
+    ~OptionsFree() { g_mime_parser_options_free(o); }
+  } free_options{options};
+
+  GPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw.data(), raw.size()));
+  GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+  g_mime_parser_set_format(parser.get(), GMIME_FORMAT_MESSAGE);
+  GPtr<GMimeMessage> message(g_mime_parser_construct_message(parser.get(), options));
+  if (!message) {
+    out.warnings.push_back("not a MIME message: stored raw only");
+    return out;
+  }
+  GMimeMessage* m = message.get();
+  out.message_id = valid_utf8(g_mime_message_get_message_id(m));
+  out.subject = valid_utf8(g_mime_message_get_subject(m));
+  if (GDateTime* date = g_mime_message_get_date(m)) out.date = g_date_time_to_unix(date);
+  add_addresses(g_mime_message_get_from(m), out.from);
+  add_addresses(g_mime_message_get_sender(m), out.sender);
+  add_addresses(g_mime_message_get_reply_to(m), out.reply_to);
+  add_addresses(g_mime_message_get_to(m), out.to);
+  add_addresses(g_mime_message_get_cc(m), out.cc);
+  if (const char* auto_submitted = g_mime_object_get_header(GMIME_OBJECT(m), "Auto-Submitted"))
+    out.auto_submitted = g_ascii_strncasecmp(auto_submitted, "no", 2) != 0;
+
+  Walk walk{out};
+  if (GMimeObject* body = g_mime_message_get_mime_part(m)) {
+    if (GMIME_IS_MULTIPART(body))
+      g_mime_multipart_foreach(GMIME_MULTIPART(body), visit, &walk);
+    else
+      visit(nullptr, body, &walk);
+  }
+  return out;
+}
+
+}  // namespace mailgate
