@@ -53,14 +53,14 @@ Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_p
                     "-out server.pem >/dev/null 2>&1"),
         "generating the test certificates");
 
-  std::ofstream(dir_ / "users").close();
+  fs::create_directories(dir_ / "users");
   std::ofstream conf(dir_ / "dovecot.conf");
   conf << "instance_name = mailgate-test-" << imap_port_ << "\n"
        << "base_dir = " << d << "/run\n"
        << "state_dir = " << d << "/run/state\n"
        << "log_path = " << d << "/dovecot.log\n"
        << "protocols = imap\n"
-       << "listen = 127.0.0.1\n"
+       << "listen = 127.0.0.1, 127.0.0.2\n"  // .2 is not in the certificate: for host name checks
        << "ssl = yes\n"
        << "ssl_cert = <" << d << "/server.pem\n"
        << "ssl_key = <" << d << "/server.key\n"
@@ -68,6 +68,7 @@ Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_p
        << "disable_plaintext_auth = no\n"
        << "auth_mechanisms = plain login\n"
        << "auth_failure_delay = 0\n"  // tests log in wrongly on purpose; no need to wait
+       << "auth_verbose = yes\n"
        << "login_trusted_networks = 127.0.0.0/8\n"
        << "default_internal_user = " << (root ? "dovecot" : mail_user_) << "\n"
        << "default_internal_group = " << (root ? "dovecot" : mail_user_) << "\n"
@@ -76,11 +77,12 @@ Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_p
        << "mail_location = maildir:~/Maildir\n"
        << "mail_privileged_group =\n"
        << "namespace inbox {\n  inbox = yes\n  separator = /\n}\n"
-       << "passdb {\n  driver = passwd-file\n  args = username_format=%u " << d << "/users\n}\n"
+       // One passwd-file per user: a new user is a file Dovecot has never cached.
+       << "passdb {\n  driver = passwd-file\n  args = username_format=%u " << d << "/users/%u\n}\n"
        << "userdb {\n  driver = static\n  args = uid=" << mail_user_ << " gid=" << (root ? "nogroup" : mail_user_)
        << " home=" << d << "/home/%u\n}\n"
-       << "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n    port = " << imap_port_
-       << "\n  }\n  inet_listener imaps {\n    address = 127.0.0.1\n    port = " << imaps_port_ << "\n    ssl = yes\n  }\n}\n"
+       << "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1, 127.0.0.2\n    port = " << imap_port_
+       << "\n  }\n  inet_listener imaps {\n    address = 127.0.0.1, 127.0.0.2\n    port = " << imaps_port_ << "\n    ssl = yes\n  }\n}\n"
        << "service anvil {\n  chroot =\n}\nservice imap-login {\n  chroot =\n}\n"
        << "service stats {\n  unix_listener stats-reader {\n    mode = 0666\n  }\n  unix_listener stats-writer {\n    mode = 0666\n  }\n}\n"
        << "protocol imap {\n  mail_max_userip_connections = 100\n}\n";
@@ -118,12 +120,8 @@ void Dovecot::stop() {
 }
 
 void Dovecot::add_user(const std::string& user, const std::string& password) {
-  std::ifstream in(dir_ / "users");
-  std::string line, kept;
-  while (std::getline(in, line))
-    if (line.rfind(user + ":", 0) != 0) kept += line + "\n";
-  in.close();
-  std::ofstream(dir_ / "users") << kept << user << ":{PLAIN.b64}" << base64_encode(password) << "::::::\n";
+  if (user.find_first_of("/:.") != std::string::npos) throw std::invalid_argument("test user names are plain words");
+  std::ofstream(dir_ / "users" / user) << user << ":{PLAIN.b64}" << base64_encode(password) << "::::::\n";
   fs::create_directories(maildir(user, "INBOX") / "new");
   chown_to(dir_ / "home", mail_user_);
 }
