@@ -81,8 +81,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-      if (ec) {
+      if (ec) {  // e.g. out of file descriptors: back off instead of spinning
         spdlog::warn("event=http_accept_failed reason=\"{}\"", ec.message());
+        asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
       auto conn = std::make_shared<Connection>(std::move(socket));

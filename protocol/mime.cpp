@@ -145,13 +145,6 @@ void visit(GMimeObject* parent, GMimeObject* part, gpointer user) {
 
 }  // namespace
 
-std::vector<std::string> ParsedMessage::linkable_addresses() const {
-  std::vector<std::string> out;
-  for (const auto* list : {&from, &to, &cc, &reply_to})
-    for (const auto& a : *list) out.push_back(a.address);
-  return out;
-}
-
 ParsedMessage parse_message(std::string_view raw) {
   init_gmime();
   ParsedMessage out;

@@ -5,42 +5,11 @@
 // never blocks a mailbox. Every returned string is valid UTF-8: headers are RFC 2047-decoded and
 // bodies converted from their charset; undecodable bytes become U+FFFD.
 #pragma once
-#include <cstdint>
-#include <optional>
-#include <string>
 #include <string_view>
-#include <vector>
+
+#include "rules/message.hpp"
 
 namespace mailgate {
-
-struct MailAddress {
-  std::string name;     // display name, decoded
-  std::string address;  // addr-spec as written (not normalised)
-};
-
-struct MailAttachment {
-  std::string filename;      // RFC 2231 / RFC 2047 decoded; may be empty
-  std::string content_type;  // "application/pdf"
-  std::string content_id;    // without <>
-  bool inline_part = false;  // Content-Disposition: inline (e.g. an image in the HTML)
-  std::string data;          // decoded bytes
-  std::string sha256_hex;
-};
-
-struct ParsedMessage {
-  std::string message_id;          // without <>; empty when absent
-  std::optional<std::int64_t> date;  // Unix seconds from the Date header
-  std::vector<MailAddress> from, sender, reply_to, to, cc;
-  std::string subject;
-  std::string text_body, html_body;
-  std::vector<MailAttachment> attachments;
-  std::vector<std::string> warnings;  // what GMime or mailgate found wrong; empty when clean
-  std::string sha256_hex;             // of the raw bytes: the content identity of the message
-  bool auto_submitted = false;        // Auto-Submitted other than "no" (RFC 3834)
-
-  // From, To, Cc and Reply-To addresses, for contact linking.
-  std::vector<std::string> linkable_addresses() const;
-};
 
 ParsedMessage parse_message(std::string_view raw);
 

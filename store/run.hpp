@@ -10,6 +10,9 @@
 //     auto row = co_await std::move(op);
 // Never `co_await store_transact(store, [id](...) {...})` in one expression.
 //
+// The event loop (io_context) must outlive the Store: a pool thread may still hold a copy of a
+// coroutine's executor for a moment after it has posted the completion.
+//
 // A deadline bounds the wait. When it passes the coroutine gets StoreTimeout while the job may
 // still finish on its thread; the job therefore owns everything it touches (capture by value).
 #pragma once

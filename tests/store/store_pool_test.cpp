@@ -33,8 +33,8 @@ T run_on(asio::io_context& io, asio::awaitable<T> a) {
 }
 
 TEST(StorePool, RunsJobsOnPoolThreadsAndReturnsValues) {
-  Store store(db(test::fresh_migrated_database()));
   asio::io_context io;
+  Store store(db(test::fresh_migrated_database()));
   const auto io_thread = std::this_thread::get_id();
   auto [value, thread] = run_on(io, [&]() -> asio::awaitable<std::pair<int, std::thread::id>> {
     co_return co_await store_run(store, [](pqxx::connection_base& c) {
@@ -47,8 +47,8 @@ TEST(StorePool, RunsJobsOnPoolThreadsAndReturnsValues) {
 }
 
 TEST(StorePool, JobExceptionsReachTheCaller) {
-  Store store(db(test::fresh_migrated_database()));
   asio::io_context io;
+  Store store(db(test::fresh_migrated_database()));
   EXPECT_THROW(run_on(io, [&]() -> asio::awaitable<int> {
                  co_return co_await store_transact(store, [](pqxx::work& tx) { return tx.exec("SELECT nonsense")[0][0].as<int>(); });
                }()),
@@ -57,8 +57,8 @@ TEST(StorePool, JobExceptionsReachTheCaller) {
 
 TEST(StorePool, TransactRollsBackOnException) {
   const auto url = test::fresh_migrated_database();
-  Store store(db(url));
   asio::io_context io;
+  Store store(db(url));
   EXPECT_THROW(run_on(io, [&]() -> asio::awaitable<int> {
                  co_await store_transact(store, [](pqxx::work& tx) {
                    tx.exec("INSERT INTO users (email) VALUES ('a@example.nl')");
@@ -72,8 +72,8 @@ TEST(StorePool, TransactRollsBackOnException) {
 }
 
 TEST(StorePool, DeadlineGivesStoreTimeoutWithoutWaitingForTheJob) {
-  Store store(db(test::fresh_migrated_database()));
   asio::io_context io;
+  Store store(db(test::fresh_migrated_database()));
   const auto started = std::chrono::steady_clock::now();
   EXPECT_THROW(run_on(io, [&]() -> asio::awaitable<int> {
                  co_await store_run(store, [](pqxx::connection_base& c) { pqxx::work(c).exec("SELECT pg_sleep(2)"); },
@@ -85,8 +85,8 @@ TEST(StorePool, DeadlineGivesStoreTimeoutWithoutWaitingForTheJob) {
 }
 
 TEST(StorePool, UnreachableDatabaseIsStoreUnavailable) {
-  Store store(db("postgresql://mailgate@127.0.0.1:1/none"));
   asio::io_context io;
+  Store store(db("postgresql://mailgate@127.0.0.1:1/none"));
   EXPECT_THROW(run_on(io, [&]() -> asio::awaitable<int> {
                  co_return co_await store_run(store, [](pqxx::connection_base&) { return 1; });
                }()),
@@ -95,8 +95,8 @@ TEST(StorePool, UnreachableDatabaseIsStoreUnavailable) {
 
 TEST(StorePool, RidesOutADatabaseRestart) {
   test::PgCluster cluster(test::temp_dir("pg-restart") / "data");
-  Store store(db(cluster.url(), 1));
   asio::io_context io;
+  Store store(db(cluster.url(), 1));
   auto ping = [&]() -> asio::awaitable<int> {
     co_return co_await store_run(store, [](pqxx::connection_base& c) { return pqxx::work(c).exec("SELECT 7")[0][0].as<int>(); });
   };
