@@ -185,6 +185,20 @@ void read_secrets(Reader r, SecretsConfig& c) {
 
 void read_security(Reader r, SecurityConfig& c) { r.boolean("allow_private_hosts", c.allow_private_hosts); }
 
+void read_tls(Reader r, TlsConfig& c) {
+  std::string ca;
+  r.string("ca_file", ca);
+  c.ca_file = ca;
+}
+
+void read_imap(Reader r, ImapConfig& c) {
+  r.integer("batch_size", c.batch_size, 1, 10000);
+  r.seconds("idle_restart_seconds", c.idle_restart, 10, 29 * 60);
+  std::int64_t hours = c.give_up_after.count();
+  r.integer("give_up_after_hours", hours, 1, 24 * 365);
+  c.give_up_after = std::chrono::hours(hours);
+}
+
 }  // namespace
 
 Config parse_config(std::string_view text, const std::filesystem::path& source_name) {
@@ -205,6 +219,8 @@ Config parse_config(std::string_view text, const std::filesystem::path& source_n
     read_database(r.table("database"), config.database);
     read_secrets(r.table("secrets"), config.secrets);
     read_security(r.table("security"), config.security);
+    read_tls(r.table("tls"), config.tls);
+    read_imap(r.table("imap"), config.imap);
   }
   if (!problems.list().empty()) throw ConfigError(std::move(problems.list()));
   return config;
@@ -219,6 +235,7 @@ Config load_config(const std::filesystem::path& file) {
   // Relative paths in the file are relative to the file, not to the working directory.
   if (!c.secrets.key_file.empty() && c.secrets.key_file.is_relative())
     c.secrets.key_file = file.parent_path() / c.secrets.key_file;
+  if (!c.tls.ca_file.empty() && c.tls.ca_file.is_relative()) c.tls.ca_file = file.parent_path() / c.tls.ca_file;
   return c;
 }
 

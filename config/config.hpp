@@ -49,6 +49,18 @@ struct SecurityConfig {
   bool allow_private_hosts = false;
 };
 
+struct TlsConfig {
+  // Extra certificate authorities (PEM file) trusted for outgoing connections (IMAP, SMTP,
+  // HTTPS), beside the system's: an on-premise CA, or a test's. Empty: the system's only.
+  std::filesystem::path ca_file;
+};
+
+struct ImapConfig {
+  int batch_size = 100;                         // messages fetched and committed together
+  std::chrono::seconds idle_restart{28 * 60};   // IDLE is re-issued before the 29-minute limit
+  std::chrono::hours give_up_after{24};         // failing longer than this: mailbox "failed"
+};
+
 struct Config {
   std::filesystem::path path;  // the file it came from
   DaemonConfig daemon;
@@ -56,6 +68,8 @@ struct Config {
   DatabaseConfig database;
   SecretsConfig secrets;
   SecurityConfig security;
+  TlsConfig tls;
+  ImapConfig imap;
 };
 
 class ConfigError : public std::runtime_error {

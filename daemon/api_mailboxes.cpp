@@ -285,7 +285,10 @@ Sealed seal_secrets(const Services& s, const MailboxFields& f) {
 
 // Writes the merged fields (and new secrets) into row `id`.
 void write_fields(pqxx::dbtransaction& tx, std::int64_t id, const MailboxFields& f, const Sealed& sealed) {
-  std::string sql = "UPDATE mailboxes SET updated_at = now()";
+  // Saving a mailbox is also how an admin tells a failed one to try again.
+  std::string sql = "UPDATE mailboxes SET updated_at = now(), failing_since = NULL, "
+                    "health_reason = CASE WHEN health = 'failed' THEN NULL ELSE health_reason END, "
+                    "health = CASE WHEN health = 'failed' THEN 'ok' ELSE health END";
   int n = 1;
   std::vector<std::string> order;
   for (const auto& k : kTexts) sql += ", " + k + " = $" + std::to_string(++n) + (k == "ms365_secret_expires_on" ? "::date" : "");
@@ -412,6 +415,19 @@ void register_mailbox_routes(Api& api) {
       for (const auto& r : old)
         audit_write(tx, actor, "mailbox", r[0].c_str(), "update", {{"is_primary", "true", "false"}});
       audit_write(tx, actor, "mailbox", std::to_string(id), "update", {{"is_primary", "false", "true"}});
+      return load_mailbox(tx, id, true);
+    });
+    co_return json_response(200, co_await std::move(op));
+  });
+
+  api.add("POST", "/api/v1/mailboxes/{id}/reconnect", kAdmin, [&s](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {
+    const auto id = path_id(req);
+    const Actor actor = p.actor();
+    auto op = store_transact(s.store, [id, actor](pqxx::work& tx) {
+      auto before = load_mailbox(tx, id, true);
+      tx.exec_params("UPDATE mailboxes SET health = 'ok', health_reason = NULL, failing_since = NULL, updated_at = now() WHERE id = $1", id);
+      audit_write(tx, actor, "mailbox", std::to_string(id), "reconnect",
+                  {{"health", std::string(before.at("health").at("state").as_string()), "ok"}});
       return load_mailbox(tx, id, true);
     });
     co_return json_response(200, co_await std::move(op));

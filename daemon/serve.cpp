@@ -21,6 +21,7 @@
 
 #include "daemon/api.hpp"
 #include "daemon/http_server.hpp"
+#include "daemon/mailbox_sync.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/router.hpp"
 #include "daemon/serve.hpp"
@@ -81,6 +82,7 @@ int serve(const Config& config) {
   Api api(router, services);
   register_api_routes(api);
   HttpServer http(io, config.http, router, metrics);
+  MailboxSupervisor mailboxes(io, services);
 
   int exit_code = 0;
   auto main_strand = asio::make_strand(io);
@@ -90,6 +92,7 @@ int serve(const Config& config) {
     stopping = true;
     sd_notify(0, "STOPPING=1");
     spdlog::info("event=shutdown_started grace_s={}", config.daemon.shutdown_grace.count());
+    mailboxes.stop();
     co_await http.shutdown(config.daemon.shutdown_grace);
     spdlog::info("event=shutdown_done");
     io.stop();
@@ -118,6 +121,7 @@ int serve(const Config& config) {
     http.start();
     spdlog::info("event=listening url=http://{}:{}/", config.http.address, http.port());
     sd_notify(0, "READY=1\nSTATUS=serving");
+    mailboxes.start();
     co_await watchdog_loop(stopping);
   };
   asio::co_spawn(main_strand, startup(), [&](std::exception_ptr e) {

@@ -57,10 +57,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       : ex(ex), ep(std::move(ep)), to(to), ctx(ssl::context::tls_client), watchdog(ex), idle_timer(ex) {
     ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-    if (this->ep.ca_file.empty())
-      ctx.set_default_verify_paths();
-    else
-      ctx.load_verify_file(this->ep.ca_file);
+    ctx.set_default_verify_paths();
+    if (!this->ep.ca_file.empty()) ctx.load_verify_file(this->ep.ca_file);
     stream = std::make_unique<ssl::stream<tcp::socket>>(ex, ctx);
   }
 
@@ -223,7 +221,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   }
 
   // An astring argument; a literal when quoting cannot carry it.
-  awaitable<std::string> astring_then(std::string line, const std::string& value) {
+  // (Coroutine parameters are references: GCC 12 destroys by-value class arguments of a
+  // coroutine called inside co_await twice.)
+  awaitable<std::string> astring_then(const std::string& line, const std::string& value) {
     if (auto q = quote_astring(value)) co_return line + *q;
     if (caps.count("LITERAL+")) co_return line + literal_prefix(value.size(), true) + value;
     co_await write(line + literal_prefix(value.size(), false));
@@ -243,8 +243,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       if (caps.count("LOGINDISABLED")) throw Error(Error::Kind::tls, "the server refuses LOGIN on this connection (LOGINDISABLED)");
       const std::string tag = next_tag();
       arm(to.command);
-      std::string line = co_await astring_then(tag + " LOGIN ", user);
-      line = co_await astring_then(line + " ", password);
+      const std::string head = tag + " LOGIN ";
+      std::string line = co_await astring_then(head, user);
+      line += " ";
+      line = co_await astring_then(line, password);
       co_await write(line + "\r\n");
       auto r = co_await until_tagged(tag, {});
       if (r.status != "OK") throw Error(Error::Kind::auth, r.text.empty() ? "LOGIN refused" : r.text);

@@ -29,7 +29,7 @@ struct Endpoint {
   std::string host;
   std::uint16_t port = 993;
   std::string security = "tls";  // tls | starttls | plain
-  std::string ca_file;           // empty: the system's trust store
+  std::string ca_file;           // extra CAs trusted beside the system's trust store
 };
 
 struct Timeouts {

@@ -4,11 +4,14 @@
 // use this must run on a strand (every coroutine in daemon/ is spawned on one): the completion
 // is posted to that strand, which orders it after the coroutine's suspension.
 //
-// GCC 12 (Debian 12's compiler) destroys a capturing lambda twice when it is a temporary inside
-// a co_await expression. So build the awaitable in its own statement, then await it:
+// GCC 12 (Debian 12's compiler) destroys twice a temporary made by aggregate or brace
+// initialisation -- a lambda with captures, `Principal{}`, `Endpoint{host, port}` -- when it sits
+// in the same full-expression as a co_await (seen with ASan: double free). So build such values in
+// their own statement, then await:
 //     auto op = store_transact(store, [id](pqxx::work& tx) { ... });
 //     auto row = co_await std::move(op);
-// Never `co_await store_transact(store, [id](...) {...})` in one expression.
+// never `co_await store_transact(store, [id](...) {...})` in one expression. Coroutines take their
+// class-type parameters by const reference for the same reason.
 //
 // The event loop (io_context) must outlive the Store: a pool thread may still hold a copy of a
 // coroutine's executor for a moment after it has posted the completion.

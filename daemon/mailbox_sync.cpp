@@ -1,0 +1,334 @@
+#include "daemon/mailbox_sync.hpp"
+
+#include <map>
+#include <mutex>
+#include <random>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
+
+#include "protocol/imap_client.hpp"
+#include "protocol/mime.hpp"
+#include "rules/mailbox_sync.hpp"
+#include "store/audit.hpp"
+#include "store/ingest.hpp"
+#include "store/run.hpp"
+#include "util/crypto.hpp"
+
+namespace mailgate {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+
+namespace {
+
+constexpr auto kWatchInterval = std::chrono::seconds(2);
+constexpr auto kIdleRound = std::chrono::seconds(60);  // config changes are noticed between rounds
+
+struct MailboxConfig {
+  std::int64_t id = 0;
+  bool active = false;
+  std::string address, host, security, username, password, folder, after_import, move_folder, health, updated_at;
+  std::uint16_t port = 993;
+  std::chrono::seconds poll{60};
+};
+
+MailboxConfig load_config(pqxx::dbtransaction& tx, const SecretBox& secrets, std::int64_t id) {
+  MailboxConfig c;
+  auto r = tx.exec_params(
+      "SELECT active AND incoming_type = 'imap', address, coalesce(imap_host, ''), coalesce(imap_security, 'tls'), "
+      "coalesce(imap_username, address), imap_password, coalesce(imap_folder, ''), imap_after_import, "
+      "coalesce(imap_move_folder, ''), health, updated_at::text, coalesce(imap_port, 993), poll_interval_seconds "
+      "FROM mailboxes WHERE id = $1",
+      id);
+  if (r.empty()) return c;
+  const auto& row = r[0];
+  c.id = id;
+  c.active = row[0].as<bool>() && !row[5].is_null();
+  c.address = row[1].as<std::string>();
+  c.host = row[2].as<std::string>();
+  c.security = row[3].as<std::string>();
+  c.username = row[4].as<std::string>();
+  if (!row[5].is_null()) c.password = secrets.open(pqxx::binarystring(row[5]).str());
+  c.folder = row[6].as<std::string>();
+  c.after_import = row[7].as<std::string>();
+  c.move_folder = row[8].as<std::string>();
+  c.health = row[9].as<std::string>();
+  c.updated_at = row[10].as<std::string>();
+  c.port = static_cast<std::uint16_t>(row[11].as<int>());
+  c.poll = std::chrono::seconds(row[12].as<int>());
+  return c;
+}
+
+// Sets the mailbox's health; audits and logs only real changes.
+void set_health(pqxx::dbtransaction& tx, std::int64_t id, Health health, const std::string& reason) {
+  auto before = tx.exec_params("SELECT health, coalesce(health_reason, '') FROM mailboxes WHERE id = $1", id);
+  if (before.empty()) return;
+  const std::string old_health = before[0][0].as<std::string>(), old_reason = before[0][1].as<std::string>();
+  const std::string next = to_string(health);
+  if (old_health == next && old_reason == reason) return;
+  tx.exec_params(
+      "UPDATE mailboxes SET health = $2, health_reason = nullif($3, ''), "
+      "failing_since = CASE WHEN $2 = 'ok' THEN NULL ELSE coalesce(failing_since, now()) END WHERE id = $1",
+      id, next, reason);
+  if (old_health != next) {
+    audit_write(tx, Actor{"daemon", std::nullopt, "mailbox sync"}, "mailbox", std::to_string(id), "health",
+                {{"health", old_health, next}, {"health_reason", old_reason, reason}});
+    spdlog::info("event=mailbox_health mailbox={} from={} to={} reason=\"{}\"", id, old_health, next, reason);
+  }
+}
+
+}  // namespace
+
+struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor::Impl> {
+  Impl(asio::io_context& io, Services& s) : io(io), s(s), watch_timer(asio::make_strand(io)) {}
+
+  asio::io_context& io;
+  Services& s;
+  asio::steady_timer watch_timer;
+  std::atomic<bool> stopping{false};
+  std::mutex mutex;
+  std::map<std::int64_t, std::shared_ptr<imap::Client>> running;  // mailbox -> its live connection (may be null)
+  std::mt19937_64 random{std::random_device{}()};
+
+  double jitter() {
+    std::lock_guard lock(mutex);
+    return std::uniform_real_distribution<double>(0.0, 1.0)(random);
+  }
+
+  awaitable<void> sleep(std::chrono::steady_clock::duration d) {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    t.expires_after(d);
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+
+  awaitable<void> watch() {
+    auto self = shared_from_this();
+    while (!stopping) {
+      try {
+        auto op = store_run(s.store, [](pqxx::connection_base& c) {
+          std::vector<std::int64_t> ids;
+          pqxx::read_transaction tx(c);
+          for (const auto& r : tx.exec("SELECT id FROM mailboxes WHERE active AND incoming_type = 'imap' AND imap_password IS NOT NULL"))
+            ids.push_back(r[0].as<std::int64_t>());
+          return ids;
+        });
+        auto ids = co_await std::move(op);
+        for (auto id : ids) {
+          std::lock_guard lock(mutex);
+          if (running.count(id)) continue;
+          running[id] = nullptr;
+          asio::co_spawn(asio::make_strand(io), mailbox_loop(id), [self, id](std::exception_ptr e) {
+            if (!e) return;
+            try {
+              std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+              spdlog::error("event=mailbox_loop_crashed mailbox={} reason=\"{}\"", id, x.what());
+            }
+            std::lock_guard lock(self->mutex);
+            self->running.erase(id);  // the watch starts it again
+          });
+        }
+      } catch (const std::exception& e) {
+        spdlog::warn("event=mailbox_watch_failed reason=\"{}\"", e.what());
+      }
+      watch_timer.expires_after(kWatchInterval);
+      co_await watch_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
+  awaitable<MailboxConfig> config_of(std::int64_t id) {
+    auto op = store_transact(s.store, [&secrets = s.secrets, id](pqxx::work& tx) { return load_config(tx, secrets, id); });
+    co_return co_await std::move(op);
+  }
+
+  awaitable<void> health(std::int64_t id, Health h, const std::string& reason) {
+    auto op = store_transact(s.store, [id, h, reason](pqxx::work& tx) { set_health(tx, id, h, reason); });
+    co_await std::move(op);
+  }
+
+  // Writes the health after a failure; a store that is down too only gets logged.
+  awaitable<void> record_failure(std::int64_t id, Health h, const std::string& reason) {
+    std::optional<std::string> failure;
+    try {
+      co_await health(id, h, reason);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (failure) spdlog::warn("event=mailbox_health_write_failed mailbox={} reason=\"{}\"", id, *failure);
+  }
+
+  awaitable<void> mailbox_loop(std::int64_t id) {
+    auto self = shared_from_this();
+    int attempt = 0;
+    auto failing_since = std::chrono::steady_clock::now();
+    while (!stopping) {
+      MailboxConfig cfg;
+      bool loaded = false;
+      try {
+        cfg = co_await config_of(id);
+        loaded = true;
+      } catch (const std::exception& e) {
+        spdlog::warn("event=mailbox_config_failed mailbox={} reason=\"{}\"", id, e.what());
+      }
+      if (!loaded) {  // (no co_await inside a catch block: C++20)
+        co_await sleep(std::chrono::seconds(2));
+        continue;
+      }
+      if (!cfg.active) break;
+      if (cfg.health == "failed") {  // an admin's save or reconnect sets it back to ok
+        co_await sleep(kWatchInterval);
+        continue;
+      }
+      std::optional<imap::Error> imap_error;
+      std::optional<std::string> store_error;
+      try {
+        co_await sync_connection(cfg);
+        attempt = 0;
+      } catch (const imap::Error& e) {
+        imap_error = e;
+      } catch (const std::exception& e) {  // the store: unreachable, timed out
+        store_error = e.what();
+      }
+      {
+        std::lock_guard lock(mutex);
+        running[id] = nullptr;  // the connection is gone
+      }
+      if (imap_error) {
+        if (attempt == 0) failing_since = std::chrono::steady_clock::now();
+        const auto failing_for = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - failing_since);
+        auto d = on_sync_failure(imap_error->permanent(), attempt, failing_for, s.config.imap.give_up_after, jitter());
+        spdlog::warn("event=mailbox_sync_failed mailbox={} attempt={} health={} retry_ms={} reason=\"{}\"", id, attempt,
+                     to_string(d.health), d.retry_in.count(), imap_error->what());
+        ++attempt;
+        const std::string reason = imap_error->what();  // named: see store/run.hpp on GCC 12 and co_await
+        co_await record_failure(id, d.health, reason);
+        if (d.health == Health::retrying) co_await sleep(d.retry_in);
+      } else if (store_error) {
+        spdlog::warn("event=mailbox_sync_store_failed mailbox={} reason=\"{}\"", id, *store_error);
+        co_await sleep(backoff(attempt++, jitter()));
+      }
+    }
+    std::lock_guard lock(mutex);
+    running.erase(id);
+  }
+
+  // One connection's life: sync, then IDLE or poll, until the configuration changes or we stop.
+  awaitable<void> sync_connection(const MailboxConfig& cfg) {
+    // Named first: a temporary beside co_await in one expression is destroyed twice by GCC 12.
+    const auto executor = co_await asio::this_coro::executor;
+    imap::Endpoint endpoint{cfg.host, cfg.port, cfg.security, s.config.tls.ca_file.string()};
+    auto client = std::make_shared<imap::Client>(executor, std::move(endpoint));
+    {
+      std::lock_guard lock(mutex);
+      running[cfg.id] = client;
+    }
+    if (stopping) co_return;
+    spdlog::debug("event=mailbox_connect mailbox={} host={} port={} security={}", cfg.id, cfg.host, cfg.port, cfg.security);
+    co_await client->connect();
+    co_await client->login(cfg.username, cfg.password);
+    spdlog::debug("event=mailbox_login mailbox={}", cfg.id);
+    std::vector<FolderInfo> folders;
+    std::map<std::string, std::string> wire_of;
+    for (const auto& f : co_await client->list_folders()) {
+      folders.push_back({f.name, f.delimiter, f.attributes.count("\\INBOX") > 0, !f.attributes.count("\\NOSELECT")});
+      wire_of[f.name] = f.wire_name;
+    }
+    auto folder = choose_folder(folders, cfg.folder);
+    if (!folder) throw imap::Error(imap::Error::Kind::auth, "folder '" + cfg.folder + "' does not exist on the server");
+    std::string move_target;
+    if (cfg.after_import == "move") {
+      auto target = choose_folder(folders, cfg.move_folder);
+      if (!target) throw imap::Error(imap::Error::Kind::auth, "folder '" + cfg.move_folder + "' (to move imported mail to) does not exist");
+      move_target = wire_of[*target];
+    }
+    auto info = co_await client->select(wire_of[*folder]);
+    co_await health(cfg.id, Health::ok, "");
+    const bool can_idle = client->has_capability("IDLE");
+    while (!stopping) {
+      co_await fetch_new(*client, cfg, *folder, info.uidvalidity, move_target);
+      auto now_cfg = co_await config_of(cfg.id);
+      if (now_cfg.updated_at != cfg.updated_at || !now_cfg.active || now_cfg.health == "failed") break;  // reconnect with the new settings
+      if (can_idle)
+        co_await client->idle(std::min<std::chrono::milliseconds>(kIdleRound, s.config.imap.idle_restart));
+      else
+        co_await sleep(cfg.poll);
+    }
+    co_await client->logout();
+  }
+
+  awaitable<void> fetch_new(imap::Client& client, const MailboxConfig& cfg, const std::string& folder, std::uint32_t uidvalidity,
+                            const std::string& move_target) {
+    const auto id = cfg.id;
+    auto cursor_op = store_transact(s.store, [id, folder](pqxx::work& tx) -> std::optional<SyncCursor> {
+      auto r = tx.exec_params("SELECT uidvalidity, last_uid FROM imap_cursors WHERE mailbox_id = $1 AND folder = $2", id, folder);
+      if (r.empty()) return std::nullopt;
+      return SyncCursor{r[0][0].as<std::uint32_t>(), r[0][1].as<std::uint32_t>()};
+    });
+    const auto start = plan_sync(co_await std::move(cursor_op), uidvalidity);
+    if (start.resync) spdlog::info("event=mailbox_resync mailbox={} uidvalidity={}", id, uidvalidity);
+    const auto uids = co_await client.search_uids(start.first_uid);
+    for (const auto& batch : batch_uids(uids, static_cast<std::size_t>(s.config.imap.batch_size))) {
+      auto fetched = std::make_shared<std::vector<imap::FetchedMessage>>();
+      co_await client.fetch(batch.front(), batch.back(), [&](imap::FetchedMessage&& m) { fetched->push_back(std::move(m)); });
+      const bool resync = start.resync;
+      // Parsing runs on the store's thread, off the event loop; the batch and the cursor commit together.
+      auto op = store_transact(s.store, [id, folder, uidvalidity, fetched, resync, last = batch.back()](pqxx::work& tx) {
+        const LinkPolicy policy = load_link_policy(tx, id);
+        int stored = 0;
+        for (const auto& m : *fetched) {
+          InboundMessage in;
+          in.mailbox_id = id;
+          in.source = "imap";
+          in.source_key = std::to_string(uidvalidity) + ":" + std::to_string(m.uid);
+          in.raw = m.raw;
+          in.dedupe_by_content = resync;
+          in.transport_tls = true;
+          if (!ingest_message(tx, in, parse_message(m.raw), policy).duplicate) ++stored;
+        }
+        tx.exec_params(
+            "INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (mailbox_id) DO UPDATE SET folder = $2, uidvalidity = $3, last_uid = greatest("
+            "CASE WHEN imap_cursors.uidvalidity = $3 THEN imap_cursors.last_uid ELSE 0 END, $4), updated_at = now()",
+            id, folder, static_cast<std::int64_t>(uidvalidity), static_cast<std::int64_t>(last));
+        tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id);
+        return stored;
+      });
+      const int stored = co_await std::move(op);
+      spdlog::info("event=mailbox_batch mailbox={} fetched={} stored={} last_uid={}", id, fetched->size(), stored, batch.back());
+      // Acknowledge the source only now that the batch is committed.
+      std::vector<std::uint32_t> done;
+      for (const auto& m : *fetched) done.push_back(m.uid);
+      if (cfg.after_import == "seen") co_await client.mark_seen(done);
+      if (cfg.after_import == "move") co_await client.move(done, move_target);
+      if (cfg.after_import == "delete") co_await client.remove(done);
+    }
+    if (uids.empty()) {
+      auto touch = store_transact(s.store, [id](pqxx::work& tx) { tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id); });
+      co_await std::move(touch);
+    }
+  }
+};
+
+MailboxSupervisor::MailboxSupervisor(asio::io_context& io, Services& services) : impl_(std::make_shared<Impl>(io, services)) {}
+
+MailboxSupervisor::~MailboxSupervisor() { stop(); }
+
+void MailboxSupervisor::start() { asio::co_spawn(impl_->watch_timer.get_executor(), impl_->watch(), asio::detached); }
+
+void MailboxSupervisor::stop() {
+  impl_->stopping = true;
+  std::lock_guard lock(impl_->mutex);
+  for (auto& [id, client] : impl_->running)
+    if (client) asio::post(impl_->io, [client] { client->close(); });
+  asio::post(impl_->watch_timer.get_executor(), [impl = impl_] { impl->watch_timer.cancel(); });
+}
+
+}  // namespace mailgate
