@@ -23,11 +23,8 @@ std::set<std::string> permissions_of_roles(const std::set<std::string>& roles) {
 namespace {
 
 std::set<std::string> text_array(const pqxx::field& f) {
-  std::set<std::string> out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value) out.insert(value);
-  return out;
+  auto v = pg_text_array(f);
+  return {v.begin(), v.end()};
 }
 
 boost::asio::awaitable<std::optional<Principal>> authenticate(Services& s, const HttpRequest& req) {
@@ -262,6 +259,29 @@ HttpResponse page_response(json::array items, const Page& page, const std::funct
   }
   return json_response(200, json::object{{"items", std::move(items)}, {"next_cursor", next}});
 }
+
+std::vector<std::string> pg_text_array(const pqxx::field& f) {
+  std::vector<std::string> out;
+  if (f.is_null()) return out;
+  auto parser = f.as_array();
+  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
+    if (kind == pqxx::array_parser::string_value) out.push_back(value);
+  return out;
+}
+
+json::array json_text_array(const pqxx::field& f) {
+  json::array out;
+  for (auto& s : pg_text_array(f)) out.emplace_back(json::string(s));
+  return out;
+}
+
+json::array json_id_array(const pqxx::field& f) {
+  json::array out;
+  for (auto& s : pg_text_array(f)) out.emplace_back(std::stoll(s));
+  return out;
+}
+
+json::value json_nullable_id(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.as<std::int64_t>()); }
 
 HttpResponse json_response(int status, const json::value& v) { return HttpResponse::json(status, json::serialize(v)); }
 

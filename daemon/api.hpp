@@ -23,6 +23,10 @@
 #include "daemon/services.hpp"
 #include "store/audit.hpp"
 
+namespace pqxx {
+class field;
+}
+
 namespace mailgate {
 
 inline constexpr const char* kPublic = "";
@@ -123,6 +127,13 @@ Page page_of(const HttpRequest& req);
 // {"items": [...], "next_cursor": "..." | null}; `items` holds at most limit+1 rows fetched, the
 // extra row only tells that there is a next page.
 HttpResponse page_response(boost::json::array items, const Page& page, const std::function<std::int64_t(const boost::json::value&)>& id_of);
+
+// --- columns to JSON --------------------------------------------------------------------------
+
+std::vector<std::string> pg_text_array(const pqxx::field& f);  // a text[] column; NULL elements skipped
+boost::json::array json_text_array(const pqxx::field& f);
+boost::json::array json_id_array(const pqxx::field& f);        // a bigint[] column
+boost::json::value json_nullable_id(const pqxx::field& f);
 
 // --- responses and audit -------------------------------------------------------------------
 

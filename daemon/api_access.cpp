@@ -35,15 +35,6 @@ constexpr const char* kUserColumns =
     "to_char(u.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "coalesce((SELECT array_agg(role ORDER BY role) FROM user_roles WHERE user_id = u.id), '{}')";
 
-json::array text_array_json(const pqxx::field& f) {
-  json::array out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value) out.emplace_back(json::string(value));
-  return out;
-}
-
-json::value nullable_id(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.as<std::int64_t>()); }
 
 json::object user_json(const pqxx::row& r) {
   return {{"id", r[0].as<std::int64_t>()},
@@ -58,10 +49,10 @@ json::object user_json(const pqxx::row& r) {
           {"active", r[9].as<bool>()},
           {"totp_enabled", r[10].as<bool>()},
           {"password_must_change", r[11].as<bool>()},
-          {"default_mailbox_id", nullable_id(r[12])},
+          {"default_mailbox_id", json_nullable_id(r[12])},
           {"created_at", r[13].c_str()},
           {"updated_at", r[14].c_str()},
-          {"roles", text_array_json(r[15])}};
+          {"roles", json_text_array(r[15])}};
 }
 
 json::object load_user(pqxx::work& tx, std::int64_t id) {
@@ -447,7 +438,7 @@ void register_access_routes(Api& api) {
                "to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
                "FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2",
                page.after_id, page.limit + 1))
-        a.emplace_back(json::object{{"id", r[0].as<std::int64_t>()}, {"name", r[1].c_str()}, {"scopes", text_array_json(r[2])},
+        a.emplace_back(json::object{{"id", r[0].as<std::int64_t>()}, {"name", r[1].c_str()}, {"scopes", json_text_array(r[2])},
                                     {"created_by", r[3].as<std::int64_t>()}, {"created_at", r[4].c_str()},
                                     {"expires_at", r[5].is_null() ? json::value(nullptr) : json::value(r[5].c_str())},
                                     {"revoked", r[6].as<bool>()},
@@ -561,7 +552,7 @@ void register_access_routes(Api& api) {
       json::array a;
       for (const auto& row : r)
         a.emplace_back(json::object{{"id", row[0].as<std::int64_t>()}, {"at", row[1].c_str()}, {"actor_kind", row[2].c_str()},
-                                    {"actor_id", nullable_id(row[3])}, {"actor_label", row[4].c_str()}, {"entity", row[5].c_str()},
+                                    {"actor_id", json_nullable_id(row[3])}, {"actor_label", row[4].c_str()}, {"entity", row[5].c_str()},
                                     {"entity_id", row[6].c_str()}, {"action", row[7].c_str()}, {"changes", json::parse(row[8].c_str())}});
       return a;
     });

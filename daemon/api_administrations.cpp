@@ -208,16 +208,8 @@ std::string query_text(const HttpRequest& req, const std::string& key) {
 
 #define MG_TIME(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
-json::value nullable_id(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.as<std::int64_t>()); }
 json::value nullable_text(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.c_str()); }
 
-json::array text_array_json(const pqxx::field& f) {
-  json::array out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value) out.emplace_back(json::string(value));
-  return out;
-}
 
 std::optional<std::int64_t> id_of(const json::value& v) {
   return v.is_null() ? std::nullopt : std::optional<std::int64_t>(v.as_int64());
@@ -263,7 +255,7 @@ json::object template_json(const pqxx::row& r, bool bodies) {
     o["html_body"] = r[3].c_str();
     o["text_body"] = r[4].c_str();
   }
-  o["merge_fields"] = text_array_json(r[5]);
+  o["merge_fields"] = json_text_array(r[5]);
   o["active"] = r[6].as<bool>();
   o["created_at"] = r[7].c_str();
   o["updated_at"] = r[8].c_str();
@@ -352,16 +344,16 @@ json::object administration_json(const pqxx::row& r) {
           {"iban", r[8].c_str()},
           {"email", r[9].c_str()},
           {"website", r[10].c_str()},
-          {"sender_mailbox_id", nullable_id(r[11])},
+          {"sender_mailbox_id", json_nullable_id(r[11])},
           {"bcc_self", r[12].as<bool>()},
-          {"invoice_transfer_template_id", nullable_id(r[13])},
-          {"invoice_direct_debit_template_id", nullable_id(r[14])},
-          {"reminder_template_id", nullable_id(r[15])},
-          {"dunning_template_id", nullable_id(r[16])},
+          {"invoice_transfer_template_id", json_nullable_id(r[13])},
+          {"invoice_direct_debit_template_id", json_nullable_id(r[14])},
+          {"reminder_template_id", json_nullable_id(r[15])},
+          {"dunning_template_id", json_nullable_id(r[16])},
           {"active", r[17].as<bool>()},
           {"created_at", r[18].c_str()},
           {"updated_at", r[19].c_str()},
-          {"effective_sender_mailbox_id", nullable_id(r[20])}};
+          {"effective_sender_mailbox_id", json_nullable_id(r[20])}};
 }
 
 json::object load_administration(pqxx::work& tx, std::int64_t id) {
@@ -479,7 +471,7 @@ json::object product_json(const pqxx::row& r) {
           {"duration", r[5].c_str()},
           {"price_per", r[6].c_str()},
           {"price_cents", r[7].as<std::int64_t>()},
-          {"vat_percentage", nullable_id(r[8])},
+          {"vat_percentage", json_nullable_id(r[8])},
           {"active", r[9].as<bool>()},
           {"created_at", r[10].c_str()},
           {"updated_at", r[11].c_str()}};

@@ -69,18 +69,6 @@ std::string column_list() {
   return s;
 }
 
-json::array array_json(const pqxx::field& f, bool numbers) {
-  json::array out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value) {
-      if (numbers)
-        out.emplace_back(std::stoll(value));
-      else
-        out.emplace_back(json::string(value));
-    }
-  return out;
-}
 
 MailboxFields fields_of_row(const pqxx::row& r) {
   MailboxFields f;
@@ -125,9 +113,9 @@ json::object mailbox_json(const pqxx::row& r, bool admin) {
     o[k + "_set"] = r[i].as<bool>();
     ++i;
   }
-  o["users"] = array_json(r[i++], true);
-  o["excluded_domains"] = array_json(r[i++], false);
-  o["excluded_addresses"] = array_json(r[i++], false);
+  o["users"] = json_id_array(r[i++]);
+  o["excluded_domains"] = json_text_array(r[i++]);
+  o["excluded_addresses"] = json_text_array(r[i++]);
   o["health"] = json::object{{"state", r[2].c_str()},
                              {"reason", r[3].is_null() ? json::value(nullptr) : json::value(r[3].c_str())},
                              {"last_sync_at", r[4].is_null() ? json::value(nullptr) : json::value(r[4].c_str())}};
