@@ -47,6 +47,25 @@ TEST(ApiSession, LoginGivesAWorkingTokenAndLogoutRevokesIt) {
   EXPECT_EQ(pqxx::work(c).exec("SELECT 1 FROM sessions WHERE token_hash LIKE 'mgs_%'").size(), 0u);
 }
 
+TEST(ApiSession, ExpiredSessionsAndKeysAreRefused) {
+  ApiFixture api;
+  const std::string token = api.login("staff@example.nl");
+  auto key = api.call("admin", "POST", "/api/v1/api-keys", body({{"name", "kort"}, {"scopes", json::array{"read"}}, {"expires_in_days", 1}}));
+  ASSERT_EQ(key.status, 201) << key.body;
+  const std::string api_key(key.json.at("key").as_string());
+  EXPECT_EQ(api.call_token(token, "GET", "/api/v1/me").status, 200);
+  EXPECT_EQ(api.call_token(api_key, "GET", "/api/v1/roles").status, 200);
+  {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE token_hash = $1", sha256_hex(token));
+    tx.exec_params("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE key_hash = $1", sha256_hex(api_key));
+    tx.commit();
+  }
+  EXPECT_EQ(api.call_token(token, "GET", "/api/v1/me").status, 401);
+  EXPECT_EQ(api.call_token(api_key, "GET", "/api/v1/roles").status, 401);
+}
+
 TEST(ApiSession, WrongCredentialsAllLookTheSame) {
   ApiFixture api;
   for (auto [email, password] : {std::pair{"staff@example.nl", "wrong"}, std::pair{"nobody@example.nl", test::kTestPassword}}) {
