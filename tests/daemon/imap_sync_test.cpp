@@ -4,6 +4,7 @@
 #include <boost/json/serialize.hpp>
 #include <pqxx/pqxx>
 
+#include <filesystem>
 #include <thread>
 
 #include "tests/support/api_client.hpp"
@@ -76,6 +77,34 @@ TEST_F(ImapSync, InitialSyncThenIdleDelivery) {
   dovecot.deliver("info", "INBOX", message(100));
   ASSERT_TRUE(eventually([&] { return messages(id) == 46; }, 5s));
   EXPECT_LT(std::chrono::steady_clock::now() - delivered, 2s) << "a message appended during IDLE is stored within 2 s";
+}
+
+TEST_F(ImapSync, UidValidityChangeResyncsWithoutDuplicates) {
+  dovecot.add_user("archief", "Archief-1");
+  for (int i = 0; i < 10; ++i) dovecot.deliver("archief", "INBOX", message(i));
+  const auto id = add_mailbox("archief", "Archief-1");
+  ASSERT_TRUE(eventually([&] { return messages(id) == 10; }, 30s)) << api.daemon().log();
+  const auto validity = [&] {
+    pqxx::connection c(api.database_url());
+    return pqxx::work(c).exec_params1("SELECT uidvalidity FROM imap_cursors WHERE mailbox_id = $1", id)[0].as<std::int64_t>();
+  };
+  const auto before = validity();
+
+  // The server loses its UID list: every message gets a new UID under a new UIDVALIDITY.
+  dovecot.stop();
+  const auto maildir = dovecot.dir() / "home" / "archief" / "Maildir";
+  for (const auto& entry : std::filesystem::directory_iterator(maildir))
+    if (entry.path().filename().string().rfind("dovecot", 0) == 0) std::filesystem::remove(entry.path());
+  std::this_thread::sleep_for(1100ms);  // UIDVALIDITY is a timestamp in seconds: make sure it moves
+  dovecot.deliver("archief", "INBOX", message(50));
+  dovecot.deliver("archief", "INBOX", message(51));
+  dovecot.start();
+
+  ASSERT_TRUE(eventually([&] { return messages(id) == 12 && validity() != before; }, 40s))
+      << messages(id) << " messages\n" << api.daemon().log();
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(messages(id), 12) << "the ten known messages were recognised by content, not stored again";
+  EXPECT_NE(api.daemon().log().find("event=mailbox_resync"), std::string::npos);
 }
 
 TEST_F(ImapSync, WrongPasswordFailsWithTheServersReasonUntilFixed) {
