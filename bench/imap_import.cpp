@@ -4,8 +4,10 @@
 //
 //   mailgate_bench_imap [--messages N] [--batch-size N] [--attachments PERCENT] [--attachment-kb MIN-MAX]
 //                       [--contacts N] [--fsync on|off] [--timeout SECONDS] [--only mbsync|mailgate] [--keep]
-//                       [--sql-after-migrate SQL]
+//                       [--rounds N] [--sql-after-migrate SQL]
 //
+// --rounds N runs both N times, alternating (the machine's other load shifts), and reports the
+// median of each.
 // --keep leaves mbsync's Maildir and mailgated's directory (configuration, log) for inspection.
 // --sql-after-migrate runs SQL on mailgate's fresh database before the daemon starts: to try a
 // schema change (say, a column's TOAST storage) without rebuilding mailgated.
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -75,6 +78,7 @@ struct Options {
   int timeout_s = 1800;
   bool run_mbsync = true, run_mailgate = true;
   bool keep = false;
+  int rounds = 1;  // both tools this many times, alternating; the table shows medians
   std::string sql_after_migrate;  // an experiment on the schema, run before the daemon starts
 };
 
@@ -82,7 +86,7 @@ struct Options {
   if (!problem.empty()) std::cerr << "mailgate_bench_imap: " << problem << "\n";
   std::cerr << "usage: mailgate_bench_imap [--messages N] [--batch-size N] [--attachments PERCENT] [--attachment-kb MIN-MAX]\n"
                "                           [--contacts N] [--fsync on|off] [--timeout SECONDS] [--only mbsync|mailgate] [--keep]\n"
-               "                           [--sql-after-migrate SQL]\n";
+               "                           [--rounds N] [--sql-after-migrate SQL]\n";
   std::exit(2);
 }
 
@@ -134,6 +138,8 @@ Options parse_options(int argc, char** argv) {
       o.run_mailgate = v == "mailgate";
     } else if (a == "--sql-after-migrate") {
       o.sql_after_migrate = value();
+    } else if (a == "--rounds") {
+      o.rounds = to_int(value(), a, 1, 20);
     } else if (a == "--keep") {
       o.keep = true;
     } else if (a == "--help" || a == "-h") {
@@ -680,12 +686,46 @@ MailgateRun run_mailgate(const test::Dovecot& dovecot, const Options& o, std::ve
   return run;
 }
 
-void print_table(const std::vector<Result>& results, double raw_mb) {
+void print_header() {
   std::cout << fmt::format("\n{:<10} {:>9} {:>9} {:>9} {:>8} {:>14} {:>8} {:>13}\n", "tool", "messages", "seconds", "msgs/s", "MB/s",
                            "peak RSS MiB", "CPU s", "machine busy");
-  for (const auto& r : results)
-    std::cout << fmt::format("{:<10} {:>9} {:>9.2f} {:>9.0f} {:>8.1f} {:>14.1f} {:>8.2f} {:>12.0f}%\n", r.tool, r.messages, r.seconds,
-                             r.messages / r.seconds, raw_mb / r.seconds, r.rss_mib, r.cpu_s, 100 * r.machine_busy);
+}
+
+void print_row(const Result& r, double raw_mb) {
+  std::cout << fmt::format("{:<10} {:>9} {:>9.2f} {:>9.0f} {:>8.1f} {:>14.1f} {:>8.2f} {:>12.0f}%\n", r.tool, r.messages, r.seconds,
+                           r.messages / r.seconds, raw_mb / r.seconds, r.rss_mib, r.cpu_s, 100 * r.machine_busy)
+            << std::flush;
+}
+
+// The run of median duration (the upper one of an even count).
+Result median(std::vector<Result> runs) {
+  std::sort(runs.begin(), runs.end(), [](const Result& a, const Result& b) { return a.seconds < b.seconds; });
+  return runs[runs.size() / 2];
+}
+
+// Where mailgated's time went: its PostgreSQL backends, what they were doing, and its log.
+void print_details(const MailgateRun& mg, const Options& o) {
+  const auto& f = mg.log;
+  std::cout << fmt::format("  PostgreSQL (not in the row above): {} backends of the daemon used {:.2f} CPU s, VmHWM sum {:.1f} MiB\n"
+                           "  (shared buffers included); database {:.0f} MiB.\n",
+                           mg.pg_backends, mg.pg_cpu_s, mg.pg_hwm_mib, mg.db_mib);
+  if (mg.samples > 0)
+    std::cout << fmt::format("  Sampled every 100 ms after the first commit: PostgreSQL executing a statement {:.0f} %, a transaction\n"
+                             "  open but PostgreSQL waiting for the daemon (parsing, round trips) {:.0f} %, no transaction open\n"
+                             "  (IMAP fetch) {:.0f} %.\n",
+                             100.0 * mg.samples_active / mg.samples, 100.0 * mg.samples_in_transaction / mg.samples,
+                             100.0 * (mg.samples - mg.samples_active - mg.samples_in_transaction) / mg.samples);
+  if (f.connect && f.first_batch && f.last_batch) {
+    const double steady = f.batches > 1 ? (o.messages - f.first_batch_size) / (*f.last_batch - *f.first_batch) : 0;
+    double worst = 0;
+    for (double g : f.gaps) worst = std::max(worst, g);
+    std::cout << fmt::format("  mailgated log: connected {:.2f} s after the mailbox was created (the supervisor looks for new\n"
+                             "  mailboxes every 2 s); first batch committed after {:.2f} s; {} batches, {:.0f} msgs/s between the\n"
+                             "  first and the last; {:.3f} s per batch on average, {:.3f} s at most.\n",
+                             *f.connect - mg.created_at, *f.first_batch - mg.created_at, f.batches, steady,
+                             f.gaps.empty() ? 0.0 : (*f.last_batch - *f.first_batch) / f.gaps.size(), worst)
+              << std::flush;
+  }
 }
 
 }  // namespace
@@ -728,59 +768,45 @@ int main(int argc, char** argv) {
     if (test::run_command("doveadm -c '" + conf + "' fetch -u " + kUser + " 'uid size.virtual date.received' mailbox INBOX >/dev/null 2>&1") != 0)
       std::cout << "warning: doveadm could not index the mailbox beforehand; the first importer pays for it\n";
 
-    std::vector<Result> results;
-    if (o.run_mbsync) {
-      const fs::path dir = test::temp_dir("bench-mbsync");
-      std::cout << "running mbsync (Sync Pull New, IMAPS, into a Maildir, FSync " << (o.fsync ? "yes" : "no") << ") ...\n" << std::flush;
-      try {
-        results.push_back(run_mbsync(dovecot, o, dir));
-      } catch (...) {
-        leftovers.push_back(dir);
-        throw;
+    std::vector<Result> mbsync_runs, mailgate_runs;
+    for (int round = 1; round <= o.rounds; ++round) {
+      const std::string of = o.rounds > 1 ? fmt::format(" (round {} of {})", round, o.rounds) : "";
+      if (o.run_mbsync) {
+        const fs::path dir = test::temp_dir("bench-mbsync");
+        std::cout << "running mbsync" << of << ": Sync Pull New, IMAPS, into a Maildir, FSync " << (o.fsync ? "yes" : "no") << "\n"
+                  << std::flush;
+        try {
+          mbsync_runs.push_back(run_mbsync(dovecot, o, dir));
+        } catch (...) {
+          leftovers.push_back(dir);
+          throw;
+        }
+        print_row(mbsync_runs.back(), raw_mb);
+        if (o.keep)
+          leftovers.push_back(dir);
+        else
+          fs::remove_all(dir);
       }
-      if (o.keep)
-        leftovers.push_back(dir);
-      else
-        fs::remove_all(dir);
-    }
-    std::optional<MailgateRun> mg;
-    if (o.run_mailgate) {
-      std::cout << "running mailgated (fresh database, PostgreSQL fsync " << (o.fsync ? "on" : "off") << ") ...\n" << std::flush;
-      mg = run_mailgate(dovecot, o, leftovers);
-      results.push_back(mg->result);
+      if (o.run_mailgate) {
+        std::cout << "running mailgated" << of << ": fresh database, PostgreSQL fsync " << (o.fsync ? "on" : "off") << "\n" << std::flush;
+        const auto mg = run_mailgate(dovecot, o, leftovers);
+        mailgate_runs.push_back(mg.result);
+        print_row(mg.result, raw_mb);
+        print_details(mg, o);
+      }
     }
 
-    print_table(results, raw_mb);
-    if (o.run_mbsync && o.run_mailgate)
-      std::cout << fmt::format("\nratio mailgate/mbsync (msgs/s): {:.2f}   (goal: >= 1.00)\n",
-                               results[0].seconds / results[1].seconds);
+    std::cout << "\n" << (o.rounds > 1 ? "medians of " + std::to_string(o.rounds) + " rounds" : std::string("result")) << ":";
+    print_header();
+    std::optional<Result> mbsync, mailgate;
+    if (!mbsync_runs.empty()) print_row(*(mbsync = median(mbsync_runs)), raw_mb);
+    if (!mailgate_runs.empty()) print_row(*(mailgate = median(mailgate_runs)), raw_mb);
+    if (mbsync && mailgate)
+      std::cout << fmt::format("\nratio mailgate/mbsync (msgs/s): {:.2f}   (goal: >= 1.00)\n", mbsync->seconds / mailgate->seconds);
     std::cout << "\nseconds: mbsync from spawn to exit; mailgate from POST /api/v1/mailboxes until all rows are in\n"
                  "`messages` (the IMAP cursor polled every 100 ms, then count(*)). MB = 10^6 bytes of raw messages.\n"
                  "Peak RSS: mbsync's ru_maxrss, mailgated's VmHWM. CPU s: user + system of that process only\n"
-                 "(Dovecot is counted for neither; PostgreSQL is below). Machine busy: all cores, all processes.\n";
-    if (mg) {
-      const auto& f = mg->log;
-      std::cout << fmt::format("PostgreSQL (not in the table): {} backends of the daemon used {:.2f} CPU s, VmHWM sum {:.1f} MiB "
-                               "(shared buffers included); database {:.0f} MiB.\n",
-                               mg->pg_backends, mg->pg_cpu_s, mg->pg_hwm_mib, mg->db_mib);
-      if (mg->samples > 0)
-        std::cout << fmt::format("Sampled every 100 ms after the first commit: PostgreSQL executing a statement {:.0f} %, a transaction\n"
-                                 "open but PostgreSQL waiting for the daemon (parsing, round trips) {:.0f} %, no transaction open\n"
-                                 "(IMAP fetch) {:.0f} %.\n",
-                                 100.0 * mg->samples_active / mg->samples, 100.0 * mg->samples_in_transaction / mg->samples,
-                                 100.0 * (mg->samples - mg->samples_active - mg->samples_in_transaction) / mg->samples);
-      if (f.connect && f.first_batch && f.last_batch) {
-        const double pickup = *f.connect - mg->created_at;
-        const double steady = f.batches > 1 ? (o.messages - f.first_batch_size) / (*f.last_batch - *f.first_batch) : 0;
-        double worst = 0;
-        for (double g : f.gaps) worst = std::max(worst, g);
-        std::cout << fmt::format("mailgated log: connected {:.2f} s after the mailbox was created (the supervisor looks for new\n"
-                                 "mailboxes every 2 s); first batch committed after {:.2f} s; {} batches, {:.0f} msgs/s between the\n"
-                                 "first and the last; {:.3f} s per batch on average, {:.3f} s at most.\n",
-                                 pickup, *f.first_batch - mg->created_at, f.batches, steady,
-                                 f.gaps.empty() ? 0.0 : (*f.last_batch - *f.first_batch) / f.gaps.size(), worst);
-      }
-    }
+                 "(Dovecot is counted for neither; PostgreSQL is reported apart). Machine busy: all cores, all processes.\n";
   } catch (const std::exception& e) {
     std::cerr << "mailgate_bench_imap: " << e.what() << "\n";
     for (const auto& p : leftovers) std::cerr << "left for inspection: " << p.string() << "\n";
