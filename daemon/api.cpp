@@ -222,6 +222,40 @@ std::int64_t path_id(const HttpRequest& req, const std::string& name) {
   return std::stoll(it->second);
 }
 
+// --- query parameters ---------------------------------------------------------------------
+
+std::string query_param(const HttpRequest& req, const std::string& key, std::size_t max_length) {
+  auto it = req.query.find(key);
+  if (it == req.query.end()) return {};
+  std::string v = trim(it->second);
+  if (has_line_break(v) || v.size() > max_length) invalid(key, key + " is not a valid filter value");
+  return v;
+}
+
+std::string escape_like(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\' || c == '%' || c == '_') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::string query_bool(const HttpRequest& req, const std::string& key) {
+  auto it = req.query.find(key);
+  if (it == req.query.end() || it->second.empty()) return {};
+  if (it->second != "true" && it->second != "false") invalid(key, key + " must be true or false");
+  return it->second;
+}
+
+std::int64_t query_id(const HttpRequest& req, const std::string& key) {
+  const std::string v = query_param(req, key);
+  if (v.empty()) return 0;
+  if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos || std::stoll(v) == 0)
+    invalid(key, key + " must be an id");
+  return std::stoll(v);
+}
+
 // --- pagination ----------------------------------------------------------------------------
 
 Page page_of(const HttpRequest& req) {

@@ -182,23 +182,6 @@ std::optional<std::string> date_field(const JsonInput& in, const std::string& ke
   return s;
 }
 
-// ?active=true|false as '' (any), 'true' or 'false'.
-std::string query_bool(const HttpRequest& req, const std::string& key) {
-  auto it = req.query.find(key);
-  if (it == req.query.end() || it->second.empty()) return {};
-  if (it->second != "true" && it->second != "false") invalid(key, key + " must be true or false");
-  return it->second;
-}
-
-// ?contact_id=... as 0 (any) or a positive id.
-std::int64_t query_id(const HttpRequest& req, const std::string& key) {
-  auto it = req.query.find(key);
-  if (it == req.query.end() || it->second.empty()) return 0;
-  const auto& v = it->second;
-  if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos || v == "0") invalid(key, key + " must be an id");
-  return std::stoll(v);
-}
-
 std::string query_text(const HttpRequest& req, const std::string& key) {
   auto it = req.query.find(key);
   return it == req.query.end() ? std::string() : trim(it->second);

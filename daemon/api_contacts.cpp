@@ -8,6 +8,7 @@
 //   normal form (rules/address.hpp: trimmed, domain lower-cased, IDN -> punycode) with its
 //   email_match_key; ?email= finds contacts by that key, so the lookup is case-insensitive.
 //   The list is replaced as a whole: POST (emails) or PUT /contacts/{id}/emails, not PATCH.
+//   An address new to the contact links the stored messages that carry it (store/messages.hpp).
 // - Dutch postcodes (country NL, the default) are normalised to "1234AB"; other countries' are
 //   kept as typed.
 // - free_fields: {"key": "text"}, at most 50 keys [a-z0-9_]{1,64}, values single-line, at most
@@ -36,7 +37,9 @@
 #include "rules/address.hpp"
 #include "rules/groups.hpp"
 #include "store/groups.hpp"
+#include "store/messages.hpp"
 #include "store/run.hpp"
+#include "store/sql.hpp"
 
 namespace mailgate {
 
@@ -65,42 +68,6 @@ std::string nested_text(const json::value& v, const std::string& field, std::siz
 void only_keys(const json::object& o, const std::string& prefix, const std::set<std::string>& known) {
   for (const auto& [k, v] : o)
     if (!known.count(std::string(k))) invalid(prefix + "." + std::string(k), "unknown field " + prefix + "." + std::string(k), "unknown_field");
-}
-
-std::string query_param(const HttpRequest& req, const std::string& key, std::size_t max_length = 200) {
-  auto it = req.query.find(key);
-  if (it == req.query.end()) return {};
-  std::string v = trim(it->second);
-  if (has_line_break(v) || v.size() > max_length) invalid(key, key + " is not a valid filter value");
-  return v;
-}
-
-std::string escape_like(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\\' || c == '%' || c == '_') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
-std::string id_array_literal(const std::vector<std::int64_t>& ids) {
-  std::string s = "{";
-  for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-  return s + "}";
-}
-
-std::int64_t query_id(const HttpRequest& req, const std::string& key) {
-  const std::string v = query_param(req, key);
-  if (v.empty()) return 0;
-  if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos || std::stoll(v) == 0)
-    invalid(key, key + " must be an id");
-  return std::stoll(v);
-}
-
-// Runs a statement built with SqlBuilder.
-pqxx::result exec_built(pqxx::work& tx, const std::string& query, const SqlBuilder& sql) {
-  return tx.exec_params(query, pqxx::prepare::make_dynamic_params(sql.params()));
 }
 
 // --- contacts ------------------------------------------------------------------------------
@@ -435,12 +402,21 @@ std::int64_t contact_write(pqxx::work& tx, const Contact& c, std::int64_t id) {
   return id;
 }
 
+// Replaces the contact's addresses; messages carrying an address the contact did not have yet are
+// linked to it (store/messages.hpp).
 void contact_emails_replace(pqxx::work& tx, std::int64_t id, const std::vector<EmailInput>& emails) {
+  std::set<std::string> had;
+  for (const auto& r : tx.exec_params("SELECT email_match_key FROM contact_emails WHERE contact_id = $1", id)) had.insert(r[0].c_str());
   tx.exec_params("DELETE FROM contact_emails WHERE contact_id = $1", id);
-  for (std::size_t i = 0; i < emails.size(); ++i)
+  std::vector<std::string> gained;
+  for (std::size_t i = 0; i < emails.size(); ++i) {
+    const std::string key = email_match_key(emails[i].address);
     tx.exec_params(
         "INSERT INTO contact_emails (contact_id, address, email_match_key, is_primary, position) VALUES ($1, $2, $3, $4, $5)", id,
-        emails[i].address, email_match_key(emails[i].address), emails[i].primary, static_cast<int>(i));
+        emails[i].address, key, emails[i].primary, static_cast<int>(i));
+    if (!had.count(key)) gained.push_back(key);
+  }
+  link_earlier_messages(tx, id, gained);
 }
 
 std::vector<FieldChange> changes_without_timestamps(const json::object& before, const json::object& after) {
@@ -457,7 +433,7 @@ json::array contacts_page(pqxx::work& tx, SqlBuilder& sql, std::vector<std::stri
   const std::string limit = sql.param(std::to_string(page.limit + 1));
   const std::string q = sql.with() + "SELECT " + kContactColumns + " FROM contacts c WHERE " + where + " ORDER BY c.id LIMIT " + limit + "::bigint";
   json::array a;
-  for (const auto& row : exec_built(tx, q, sql)) a.emplace_back(contact_json(row));
+  for (const auto& row : sql_exec(tx, q, sql)) a.emplace_back(contact_json(row));
   return a;
 }
 
@@ -603,7 +579,7 @@ long first_unknown(pqxx::work& tx, const char* table, const std::vector<std::int
   if (ids.empty()) return -1;
   auto r = tx.exec_params(std::string("SELECT x.i FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, i) "
                                       "WHERE NOT EXISTS (SELECT 1 FROM ") + table + " t WHERE t.id = x.id) ORDER BY x.i LIMIT 1",
-                          id_array_literal(ids));
+                          sql_id_array(ids));
   return r.empty() ? -1 : r[0][0].as<long>() - 1;
 }
 
@@ -630,7 +606,7 @@ void check_no_cycle(pqxx::work& tx, std::int64_t group, const std::vector<std::i
   auto cycle = composite_cycle(group_edges(tx), group, members);
   if (!cycle) return;
   std::map<std::int64_t, std::string> names;
-  for (const auto& r : tx.exec_params("SELECT id, name FROM contact_groups WHERE id = ANY($1::bigint[])", id_array_literal(*cycle)))
+  for (const auto& r : tx.exec_params("SELECT id, name FROM contact_groups WHERE id = ANY($1::bigint[])", sql_id_array(*cycle)))
     names[r[0].as<std::int64_t>()] = r[1].as<std::string>();
   std::string path;
   for (auto id : *cycle) path += (path.empty() ? "" : " -> ") + ("'" + names[id] + "' (#" + std::to_string(id) + ")");
@@ -651,7 +627,7 @@ void check_portal_flags(bool visible, bool changeable, const std::string& kind) 
 void composite_members_replace(pqxx::work& tx, std::int64_t id, const std::vector<std::int64_t>& members) {
   tx.exec_params("DELETE FROM group_composite_members WHERE group_id = $1", id);
   tx.exec_params("INSERT INTO group_composite_members (group_id, member_group_id) SELECT $1, x FROM unnest($2::bigint[]) x ON CONFLICT DO NOTHING",
-                 id, id_array_literal(members));
+                 id, sql_id_array(members));
 }
 
 json::array static_member_ids(pqxx::work& tx, std::int64_t id) {
@@ -664,9 +640,9 @@ json::array static_member_ids(pqxx::work& tx, std::int64_t id) {
 void static_members_replace(pqxx::work& tx, std::int64_t id, const std::vector<std::int64_t>& members) {
   if (auto i = first_unknown(tx, "contacts", members); i >= 0)
     invalid("members[" + std::to_string(i) + "]", "no contact with id " + std::to_string(members[i]));
-  tx.exec_params("DELETE FROM group_contacts WHERE group_id = $1 AND NOT contact_id = ANY($2::bigint[])", id, id_array_literal(members));
+  tx.exec_params("DELETE FROM group_contacts WHERE group_id = $1 AND NOT contact_id = ANY($2::bigint[])", id, sql_id_array(members));
   tx.exec_params("INSERT INTO group_contacts (group_id, contact_id) SELECT $1, x FROM unnest($2::bigint[]) x ON CONFLICT DO NOTHING", id,
-                 id_array_literal(members));
+                 sql_id_array(members));
 }
 
 // A group that cannot be resolved (only possible when the graph was changed outside the API).

@@ -81,6 +81,10 @@ std::string SqlBuilder::with() const {
   return s + " ";
 }
 
+pqxx::result sql_exec(pqxx::dbtransaction& tx, const std::string& query, const SqlBuilder& sql) {
+  return tx.exec_params(query, pqxx::prepare::make_dynamic_params(sql.params()));
+}
+
 std::string group_members_sql(pqxx::dbtransaction& tx, std::int64_t group_id, SqlBuilder& sql) {
   return Resolver(tx, sql).visit(group_id);
 }

@@ -29,6 +29,7 @@
 
 namespace pqxx {
 class dbtransaction;
+class result;
 }
 
 namespace mailgate {
@@ -53,6 +54,10 @@ class SqlBuilder {
   std::vector<std::string> params_;
   std::vector<std::pair<std::string, std::string>> ctes_;
 };
+
+// Runs a statement whose parameters `sql` collected. Build the statement first, in its own
+// statement: the parameters are read here (C++ leaves the order of arguments' evaluation open).
+pqxx::result sql_exec(pqxx::dbtransaction& tx, const std::string& query, const SqlBuilder& sql);
 
 // Adds the CTEs for `group_id` (and what it depends on) and returns "SELECT contact_id FROM g<id>".
 std::string group_members_sql(pqxx::dbtransaction& tx, std::int64_t group_id, SqlBuilder& sql);
