@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mailgate {
@@ -36,6 +37,25 @@ struct ParsedMessage {
 
   // From, To, Cc and Reply-To addresses, for contact linking.
   std::vector<std::string> linkable_addresses() const;
+};
+
+// A message to send, before composition (protocol/compose.hpp makes the bytes).
+struct OutgoingAttachment {
+  std::string filename;
+  std::string content_type = "application/octet-stream";
+  std::string data;
+};
+
+struct OutgoingMessage {
+  MailAddress from;
+  std::optional<MailAddress> reply_to;
+  std::vector<MailAddress> to, cc;  // Bcc recipients are only in the envelope
+  std::string subject;
+  std::string text_body, html_body;
+  std::vector<OutgoingAttachment> attachments;
+  std::string message_id;  // without <>
+  std::int64_t date = 0;   // Unix seconds
+  std::vector<std::pair<std::string, std::string>> extra_headers;  // e.g. {"Auto-Submitted", "auto-generated"}
 };
 
 }  // namespace mailgate

@@ -1,0 +1,136 @@
+#include "protocol/compose.hpp"
+
+#include <gmime/gmime.h>
+
+#include <memory>
+#include <mutex>
+
+namespace mailgate {
+
+namespace {
+
+void init_gmime() {
+  static std::once_flag once;
+  std::call_once(once, [] { g_mime_init(); });
+}
+
+template <class T>
+struct Unref {
+  void operator()(T* p) const {
+    if (p) g_object_unref(p);
+  }
+};
+template <class T>
+using Ptr = std::unique_ptr<T, Unref<T>>;
+
+void check_header(const std::string& field, const std::string& value) {
+  if (value.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
+    throw ComposeError(field, field + " must not contain a line break");
+}
+
+void check_address(const std::string& field, const MailAddress& a) {
+  check_header(field, a.name);
+  check_header(field, a.address);
+  if (a.address.empty() || a.address.find('@') == std::string::npos || a.address.find_first_of(" <>,;\"\t") != std::string::npos)
+    throw ComposeError(field, field + " is not an e-mail address: " + a.address);
+}
+
+void add_addresses(GMimeMessage* msg, GMimeAddressType type, const std::vector<MailAddress>& list, const std::string& field) {
+  InternetAddressList* target = g_mime_message_get_addresses(msg, type);
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    check_address(field + "[" + std::to_string(i) + "]", list[i]);
+    Ptr<InternetAddress> a(internet_address_mailbox_new(list[i].name.c_str(), list[i].address.c_str()));
+    internet_address_list_add(target, a.get());
+  }
+}
+
+// A text part in UTF-8, encoded so that it is 7-bit clean (quoted-printable for mostly-ASCII
+// text, base64 otherwise, as GMime judges).
+GMimePart* text_part(const char* subtype, const std::string& text) {
+  GMimeTextPart* text_part = g_mime_text_part_new_with_subtype(subtype);
+  GMimePart* part = GMIME_PART(text_part);
+  g_mime_text_part_set_text(text_part, text.c_str());  // sets charset=utf-8 when needed
+  g_mime_object_set_content_type_parameter(GMIME_OBJECT(part), "charset", "utf-8");
+  g_mime_object_encode(GMIME_OBJECT(part), GMIME_ENCODING_CONSTRAINT_7BIT);
+  return part;
+}
+
+GMimePart* attachment_part(const OutgoingAttachment& a, std::size_t i) {
+  const std::string field = "attachments[" + std::to_string(i) + "]";
+  check_header(field + ".filename", a.filename);
+  check_header(field + ".content_type", a.content_type);
+  if (a.content_type.find('/') == std::string::npos) throw ComposeError(field + ".content_type", "not a content type: " + a.content_type);
+  Ptr<GMimeContentType> type(g_mime_content_type_parse(nullptr, a.content_type.c_str()));
+  if (!type || !g_mime_content_type_get_media_type(type.get()) || !g_mime_content_type_get_media_subtype(type.get()))
+    throw ComposeError(field + ".content_type", "not a content type: " + a.content_type);
+  GMimePart* part = g_mime_part_new_with_type(g_mime_content_type_get_media_type(type.get()), g_mime_content_type_get_media_subtype(type.get()));
+  Ptr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(a.data.data(), a.data.size()));
+  Ptr<GMimeDataWrapper> content(g_mime_data_wrapper_new_with_stream(stream.get(), GMIME_CONTENT_ENCODING_DEFAULT));
+  g_mime_part_set_content(part, content.get());
+  g_mime_part_set_content_encoding(part, GMIME_CONTENT_ENCODING_BASE64);
+  g_mime_object_set_disposition(GMIME_OBJECT(part), "attachment");
+  if (!a.filename.empty()) g_mime_part_set_filename(part, a.filename.c_str());
+  return part;
+}
+
+}  // namespace
+
+std::string compose_message(const OutgoingMessage& m) {
+  init_gmime();
+  check_address("from", m.from);
+  if (m.reply_to) check_address("reply_to", *m.reply_to);
+  check_header("subject", m.subject);
+  check_header("message_id", m.message_id);
+  if (m.message_id.empty() || m.message_id.find_first_of("<> ") != std::string::npos)
+    throw ComposeError("message_id", "message_id must be an id-left@id-right without <>");
+  for (const auto& [name, value] : m.extra_headers) {
+    check_header("header " + name, name);
+    check_header("header " + name, value);
+  }
+
+  Ptr<GMimeMessage> msg(g_mime_message_new(TRUE));
+  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_FROM, {m.from}, "from");
+  if (m.reply_to) add_addresses(msg.get(), GMIME_ADDRESS_TYPE_REPLY_TO, {*m.reply_to}, "reply_to");
+  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_TO, m.to, "to");
+  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_CC, m.cc, "cc");
+  g_mime_message_set_subject(msg.get(), m.subject.c_str(), "utf-8");
+  g_mime_message_set_message_id(msg.get(), m.message_id.c_str());
+  GDateTime* date = g_date_time_new_from_unix_utc(m.date);
+  g_mime_message_set_date(msg.get(), date);
+  g_date_time_unref(date);
+  for (const auto& [name, value] : m.extra_headers)
+    g_mime_object_set_header(GMIME_OBJECT(msg.get()), name.c_str(), value.c_str(), "utf-8");
+
+  // Body: text, HTML, or both as alternatives; then attachments around it.
+  Ptr<GMimeObject> body;
+  const bool text = !m.text_body.empty() || m.html_body.empty();
+  if (text && !m.html_body.empty()) {
+    Ptr<GMimeMultipart> alt(g_mime_multipart_new_with_subtype("alternative"));
+    Ptr<GMimePart> t(text_part("plain", m.text_body)), h(text_part("html", m.html_body));
+    g_mime_multipart_add(alt.get(), GMIME_OBJECT(t.get()));
+    g_mime_multipart_add(alt.get(), GMIME_OBJECT(h.get()));
+    body.reset(GMIME_OBJECT(alt.release()));
+  } else {
+    body.reset(GMIME_OBJECT(text ? text_part("plain", m.text_body) : text_part("html", m.html_body)));
+  }
+  if (!m.attachments.empty()) {
+    Ptr<GMimeMultipart> mixed(g_mime_multipart_new_with_subtype("mixed"));
+    g_mime_multipart_add(mixed.get(), body.get());
+    for (std::size_t i = 0; i < m.attachments.size(); ++i) {
+      Ptr<GMimePart> a(attachment_part(m.attachments[i], i));
+      g_mime_multipart_add(mixed.get(), GMIME_OBJECT(a.get()));
+    }
+    body.reset(GMIME_OBJECT(mixed.release()));
+  }
+  g_mime_message_set_mime_part(msg.get(), body.get());
+
+  GMimeFormatOptions* options = g_mime_format_options_new();
+  g_mime_format_options_set_newline_format(options, GMIME_NEWLINE_FORMAT_DOS);
+  char* s = g_mime_object_to_string(GMIME_OBJECT(msg.get()), options);
+  g_mime_format_options_free(options);
+  std::string out(s);
+  g_free(s);
+  return out;
+}
+
+}  // namespace mailgate

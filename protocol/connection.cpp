@@ -1,0 +1,156 @@
+#include "protocol/connection.hpp"
+
+#include <array>
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+namespace mailgate::net {
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using asio::awaitable;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+
+struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
+  Impl(asio::any_io_executor ex, Endpoint ep) : ex(ex), ep(std::move(ep)), ctx(ssl::context::tls_client), watchdog(ex) {
+    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                    ssl::context::no_tlsv1_1);
+    ctx.set_default_verify_paths();
+    if (!this->ep.ca_file.empty()) ctx.load_verify_file(this->ep.ca_file);
+    stream = std::make_unique<ssl::stream<tcp::socket>>(ex, ctx);
+  }
+
+  asio::any_io_executor ex;
+  Endpoint ep;
+  ssl::context ctx;
+  std::unique_ptr<ssl::stream<tcp::socket>> stream;
+  asio::steady_timer watchdog;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool tls = false, closed = false, timed_out = false, watching = false;
+  std::string peer;
+  std::array<char, 64 * 1024> buffer{};
+
+  // Sets the deadline of the next operation; the watchdog closes the socket when it passes.
+  void arm(std::chrono::milliseconds d) {
+    deadline = std::chrono::steady_clock::now() + d;
+    if (!watching) {
+      watching = true;
+      asio::co_spawn(ex, watch(), asio::detached);
+    } else {
+      watchdog.cancel();  // re-read the deadline
+    }
+  }
+
+  // No operation pending: an idle connection is not timed out.
+  void disarm() { deadline = std::chrono::steady_clock::time_point::max(); }
+
+  awaitable<void> watch() {
+    auto self = shared_from_this();
+    while (!closed) {
+      watchdog.expires_at(deadline);
+      co_await watchdog.async_wait(asio::as_tuple(use_awaitable));
+      if (closed) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        timed_out = true;
+        close();
+        break;
+      }
+    }
+  }
+
+  void close() {
+    if (closed) return;
+    closed = true;
+    boost::system::error_code ec;
+    stream->next_layer().close(ec);
+    watchdog.cancel();
+  }
+
+  [[noreturn]] void failed(const boost::system::error_code& ec, const std::string& what) {
+    if (timed_out) throw Error(Error::Kind::timeout, "timed out " + what);
+    throw Error(Error::Kind::io, what + ": " + ec.message());
+  }
+
+  awaitable<void> handshake(std::chrono::milliseconds timeout) {
+    arm(timeout);
+    boost::system::error_code not_ip;
+    asio::ip::make_address(ep.host, not_ip);
+    if (not_ip) SSL_set_tlsext_host_name(stream->native_handle(), ep.host.c_str());  // a name: send SNI
+    stream->set_verify_mode(ssl::verify_peer);
+    stream->set_verify_callback(ssl::host_name_verification(ep.host));
+    auto [ec] = co_await stream->async_handshake(ssl::stream_base::client, asio::as_tuple(use_awaitable));
+    if (ec) {
+      if (timed_out) throw Error(Error::Kind::timeout, "timed out in the TLS handshake with " + ep.host);
+      throw Error(Error::Kind::tls, "TLS handshake with " + ep.host + " failed: " + ec.message());
+    }
+    tls = true;
+    disarm();
+  }
+};
+
+Connection::Connection(asio::any_io_executor executor, Endpoint endpoint)
+    : impl_(std::make_shared<Impl>(executor, std::move(endpoint))) {}
+
+Connection::~Connection() { impl_->close(); }
+
+awaitable<void> Connection::connect(std::chrono::milliseconds timeout) {
+  auto impl = impl_;
+  impl->arm(timeout);
+  tcp::resolver resolver(impl->ex);
+  auto [rec, results] = co_await resolver.async_resolve(impl->ep.host, std::to_string(impl->ep.port), asio::as_tuple(use_awaitable));
+  if (rec) throw Error(Error::Kind::io, "cannot resolve " + impl->ep.host + ": " + rec.message());
+  auto [cec, endpoint] = co_await asio::async_connect(impl->stream->next_layer(), results, asio::as_tuple(use_awaitable));
+  if (cec) impl->failed(cec, "connecting to " + impl->ep.host + ":" + std::to_string(impl->ep.port));
+  impl->peer = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  impl->disarm();
+  if (impl->ep.security == "tls") co_await impl->handshake(timeout);
+}
+
+awaitable<void> Connection::start_tls(std::chrono::milliseconds timeout) {
+  auto impl = impl_;
+  co_await impl->handshake(timeout);
+}
+
+awaitable<void> Connection::read_some(std::string& out, std::chrono::milliseconds timeout) {
+  auto impl = impl_;
+  impl->arm(timeout);
+  boost::system::error_code ec;
+  std::size_t n = 0;
+  if (impl->tls)
+    std::tie(ec, n) = co_await impl->stream->async_read_some(asio::buffer(impl->buffer), asio::as_tuple(use_awaitable));
+  else
+    std::tie(ec, n) = co_await impl->stream->next_layer().async_read_some(asio::buffer(impl->buffer), asio::as_tuple(use_awaitable));
+  if (ec) impl->failed(ec, "reading from " + impl->ep.host);
+  impl->disarm();
+  out.append(impl->buffer.data(), n);
+}
+
+awaitable<void> Connection::write(std::string_view data, std::chrono::milliseconds timeout) {
+  auto impl = impl_;
+  impl->arm(timeout);
+  boost::system::error_code ec;
+  if (impl->tls)
+    std::tie(ec, std::ignore) = co_await asio::async_write(*impl->stream, asio::buffer(data), asio::as_tuple(use_awaitable));
+  else
+    std::tie(ec, std::ignore) = co_await asio::async_write(impl->stream->next_layer(), asio::buffer(data), asio::as_tuple(use_awaitable));
+  if (ec) impl->failed(ec, "writing to " + impl->ep.host);
+  impl->disarm();
+}
+
+void Connection::close() { impl_->close(); }
+bool Connection::tls() const { return impl_->tls; }
+const Endpoint& Connection::endpoint() const { return impl_->ep; }
+std::string Connection::peer() const { return impl_->peer; }
+
+}  // namespace mailgate::net

@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""A private SMTP server for mailgate's tests, on aiosmtpd (Debian's python3-aiosmtpd).
+
+Listens on 127.0.0.1:PORT; with --cert/--key it offers STARTTLS (and with --require-tls refuses
+mail before it); with --user/--password it requires AUTH (PLAIN, LOGIN) over TLS. Every accepted
+message is written byte-exact to OUT/<n>.eml with OUT/<n>.json holding the envelope, whether the
+session was TLS, the authenticated login and the client's port (one port per connection).
+--fail-first N answers the first N DATA with 451; --reject ADDRESS refuses that recipient with
+550. Prints "ready" once it listens.
+"""
+import argparse
+import asyncio
+import json
+import os
+import ssl
+
+from aiosmtpd.smtp import SMTP, AuthResult
+
+
+class Handler:
+    def __init__(self, args):
+        self.args = args
+        self.count = 0
+        self.data_seen = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.args.reject:
+            return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.data_seen += 1
+        if self.data_seen <= self.args.fail_first:
+            return "451 4.3.0 Temporary failure, try again later"
+        self.count += 1
+        name = os.path.join(self.args.out, "%06d" % self.count)
+        with open(name + ".eml.tmp", "wb") as f:
+            f.write(envelope.original_content)
+        meta = {
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "mail_options": envelope.mail_options,
+            "tls": session.ssl is not None,
+            "login": getattr(session, "mailgate_login", None) if session.authenticated else None,
+            "client_port": session.peer[1],
+        }
+        with open(name + ".json", "w") as f:
+            json.dump(meta, f)
+        os.rename(name + ".eml.tmp", name + ".eml")
+        return "250 2.0.0 OK queued as %d" % self.count
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--require-tls", action="store_true")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--fail-first", type=int, default=0)
+    p.add_argument("--reject", action="append", default=[])
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    tls_context = None
+    if args.cert:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.cert, args.key)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login.decode() == args.user and auth_data.password.decode() == args.password
+        if ok:
+            session.mailgate_login = auth_data.login.decode()
+        return AuthResult(success=ok, handled=False)
+
+    handler = Handler(args)
+
+    def factory():
+        kwargs = dict(hostname="sink.test", decode_data=False, enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024)
+        if tls_context:
+            kwargs.update(tls_context=tls_context, require_starttls=args.require_tls)
+        if args.user:
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+        return SMTP(handler, **kwargs)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = loop.run_until_complete(loop.create_server(factory, "127.0.0.1", args.port))
+    print("ready", flush=True)
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
