@@ -199,6 +199,26 @@ void read_imap(Reader r, ImapConfig& c) {
   c.give_up_after = std::chrono::hours(hours);
 }
 
+void read_messages(Reader r, MessagesConfig& c) {
+  std::int64_t days = c.retention.count() / 24;
+  r.integer("retention_days", days, 0, 3650);
+  c.retention = std::chrono::hours(days * 24);
+  r.seconds("purge_interval_seconds", c.purge_interval, 1, 24 * 3600);
+}
+
+void read_outbox(Reader r, OutboxConfig& c) {
+  std::int64_t ms = c.poll.count();
+  r.integer("poll_interval_ms", ms, 50, 60000);
+  c.poll = std::chrono::milliseconds(ms);
+  r.seconds("lease_seconds", c.lease, 5, 3600);
+  r.seconds("retry_base_seconds", c.retry_base, 1, 3600);
+  std::int64_t hours = c.max_age.count();
+  r.integer("max_age_hours", hours, 1, 24 * 30);
+  c.max_age = std::chrono::hours(hours);
+  r.seconds("command_timeout_seconds", c.command_timeout, 1, 3600);
+  r.string("helo_name", c.helo_name);
+}
+
 }  // namespace
 
 Config parse_config(std::string_view text, const std::filesystem::path& source_name) {
@@ -221,6 +241,8 @@ Config parse_config(std::string_view text, const std::filesystem::path& source_n
     read_security(r.table("security"), config.security);
     read_tls(r.table("tls"), config.tls);
     read_imap(r.table("imap"), config.imap);
+    read_messages(r.table("messages"), config.messages);
+    read_outbox(r.table("outbox"), config.outbox);
   }
   if (!problems.list().empty()) throw ConfigError(std::move(problems.list()));
   return config;

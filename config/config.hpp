@@ -61,6 +61,20 @@ struct ImapConfig {
   std::chrono::hours give_up_after{24};         // failing longer than this: mailbox "failed"
 };
 
+struct MessagesConfig {
+  std::chrono::hours retention{30 * 24};      // removed (soft-deleted) messages are purged after this
+  std::chrono::seconds purge_interval{3600};  // how often the purge runs
+};
+
+struct OutboxConfig {
+  std::chrono::milliseconds poll{1000};       // how often due rows are looked for (new rows wake it at once)
+  std::chrono::seconds lease{120};            // a claimed row whose daemon went silent this long is taken back
+  std::chrono::seconds retry_base{60};        // transient failure: retry after base * 2^(attempt-1), at most 1 h
+  std::chrono::hours max_age{48};             // ... until the row is this old: then it fails
+  std::chrono::seconds command_timeout{300};  // SMTP: per command (RFC 5321 4.5.3.2); the end of DATA gets twice this
+  std::string helo_name;                      // EHLO name; default: the host name
+};
+
 struct Config {
   std::filesystem::path path;  // the file it came from
   DaemonConfig daemon;
@@ -70,6 +84,8 @@ struct Config {
   SecurityConfig security;
   TlsConfig tls;
   ImapConfig imap;
+  MessagesConfig messages;
+  OutboxConfig outbox;
 };
 
 class ConfigError : public std::runtime_error {

@@ -80,6 +80,8 @@ void register_access_routes(Api& api);          // api_access.cpp: session, me, 
 void register_mailbox_routes(Api& api);         // api_mailboxes.cpp
 void register_contact_routes(Api& api);         // api_contacts.cpp: contacts and groups
 void register_administration_routes(Api& api);  // api_administrations.cpp: administrations, templates, products, orders
+void register_message_routes(Api& api);         // api_messages.cpp: stored mail, its handling, links and downloads
+void register_outbox_routes(Api& api);          // api_outbox.cpp: sending mail, templates, group mailings, the outbox
 
 // --- request input -------------------------------------------------------------------------
 
@@ -114,6 +116,17 @@ class JsonInput {
 
 // Path parameter {name} as a positive id, else 404.
 std::int64_t path_id(const HttpRequest& req, const std::string& name = "id");
+
+// --- query parameters ---------------------------------------------------------------------
+
+// ?key=value trimmed ("" when absent); 422 naming the key when it has a line break or is too long.
+std::string query_param(const HttpRequest& req, const std::string& key, std::size_t max_length = 200);
+// ?key=true|false as "" (absent: any), "true" or "false"; 422 otherwise.
+std::string query_bool(const HttpRequest& req, const std::string& key);
+// ?key=<id> (0 when absent); 422 unless a positive id.
+std::int64_t query_id(const HttpRequest& req, const std::string& key);
+// Escapes % _ and \ for a LIKE pattern (PostgreSQL's default escape character).
+std::string escape_like(const std::string& s);
 
 // --- pagination ----------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ void register_api_routes(Api& api) {
   register_mailbox_routes(api);
   register_contact_routes(api);
   register_administration_routes(api);
+  register_message_routes(api);
+  register_outbox_routes(api);
 }
 
 json::object openapi_document() {

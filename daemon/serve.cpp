@@ -23,9 +23,11 @@
 #include "daemon/http_server.hpp"
 #include "daemon/mailbox_sync.hpp"
 #include "daemon/metrics.hpp"
+#include "daemon/outbox.hpp"
 #include "daemon/router.hpp"
 #include "daemon/serve.hpp"
 #include "daemon/services.hpp"
+#include "store/messages.hpp"
 #include "store/migrate.hpp"
 #include "store/run.hpp"
 #include "util/crypto.hpp"
@@ -75,7 +77,7 @@ int serve(const Config& config) {
   metrics.gauge("mailgate_db_pool_in_use", "Database connections running a job.", [&] { return store.in_use(); });
   metrics.gauge("mailgate_db_pool_queued", "Database jobs waiting for a connection.", [&] { return store.queued(); });
   std::atomic<bool> stopping{false};
-  Services services{config, store, metrics, *secrets, stopping};
+  Services services{config, store, metrics, *secrets, stopping, [] {}};
   Router router;
   register_health_routes(router, services);
   register_web_routes(router);
@@ -83,16 +85,41 @@ int serve(const Config& config) {
   register_api_routes(api);
   HttpServer http(io, config.http, router, metrics);
   MailboxSupervisor mailboxes(io, services);
+  OutboxWorker outbox(io, services);
+  services.outbox_wake = [&outbox] { outbox.wake(); };
 
   int exit_code = 0;
   auto main_strand = asio::make_strand(io);
   asio::signal_set signals(main_strand, SIGINT, SIGTERM);
 
+  // Removed messages older than the retention are purged, a bounded batch per transaction.
+  asio::steady_timer purge_timer(main_strand);
+  auto purge_loop = [&]() -> asio::awaitable<void> {
+    constexpr int kBatch = 500;
+    while (!stopping) {
+      try {
+        for (int purged = kBatch; purged == kBatch && !stopping;) {
+          auto op = store_transact(store, [retention = config.messages.retention](pqxx::work& tx) {
+            return purge_removed_messages(tx, retention, kBatch);
+          });
+          purged = co_await std::move(op);
+          if (purged) spdlog::info("event=messages_purged count={}", purged);
+        }
+      } catch (const std::exception& e) {
+        spdlog::warn("event=messages_purge_failed reason=\"{}\"", e.what());
+      }
+      purge_timer.expires_after(config.messages.purge_interval);
+      co_await purge_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  };
+
   auto shutdown = [&]() -> asio::awaitable<void> {
     stopping = true;
+    purge_timer.cancel();
     sd_notify(0, "STOPPING=1");
     spdlog::info("event=shutdown_started grace_s={}", config.daemon.shutdown_grace.count());
     mailboxes.stop();
+    outbox.stop();
     co_await http.shutdown(config.daemon.shutdown_grace);
     spdlog::info("event=shutdown_done");
     io.stop();
@@ -122,6 +149,8 @@ int serve(const Config& config) {
     spdlog::info("event=listening url=http://{}:{}/", config.http.address, http.port());
     sd_notify(0, "READY=1\nSTATUS=serving");
     mailboxes.start();
+    outbox.start();
+    asio::co_spawn(main_strand, purge_loop(), asio::detached);
     co_await watchdog_loop(stopping);
   };
   asio::co_spawn(main_strand, startup(), [&](std::exception_ptr e) {

@@ -2,6 +2,7 @@
 // constructed once in daemon/app.cpp and valid for the whole life of the process.
 #pragma once
 #include <atomic>
+#include <functional>
 
 #include "config/config.hpp"
 
@@ -18,6 +19,7 @@ struct Services {
   Metrics& metrics;
   const SecretBox& secrets;
   std::atomic<bool>& stopping;  // set when shutdown began: /readyz answers 503
+  std::function<void()> outbox_wake;  // something was queued: the outbox worker looks at once
 };
 
 void register_health_routes(Router& router, Services& services);

@@ -35,6 +35,8 @@ TEST(Config, ExampleFileIsValidAndSetsEveryKeyItDocuments) {
   Config c = load_config(std::string(MAILGATE_SOURCE_DIR) + "/config/mailgate.example.toml");
   EXPECT_EQ(c.http.max_body_bytes, 1048576u);
   EXPECT_EQ(c.database.query_timeout.count(), 30);
+  EXPECT_EQ(c.messages.retention.count(), 30 * 24);
+  EXPECT_EQ(c.messages.purge_interval.count(), 3600);
 }
 
 TEST(Config, DevFileIsValid) {
@@ -85,6 +87,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "test.toml:4: daemon.log_level: must be one of trace, debug, info, warn, error, critical, off"},
         BadCase{"empty_address", std::string(kMinimal) + "[http]\naddress = \"\"\n",
                 "test.toml:4: http.address: must not be empty"},
+        BadCase{"negative_retention", std::string(kMinimal) + "[messages]\nretention_days = -1\n",
+                "test.toml:4: messages.retention_days: must be between 0 and 3650, not -1"},
         BadCase{"syntax_error", "[database\nurl = 1\n", "test.toml:1: syntax: Error while parsing table header: expected ']', saw '\\n'"}),
     [](const auto& info) { return info.param.name; });
 

@@ -77,6 +77,24 @@ const std::map<std::string, std::string> kExpected = {
     {"GET /api/v1/orders/{id}", kRead},
     {"POST /api/v1/orders", kCrmWrite},
     {"PATCH /api/v1/orders/{id}", kCrmWrite},
+    {"GET /api/v1/messages", kRead},
+    {"GET /api/v1/mailboxes/{id}/messages", kRead},
+    {"GET /api/v1/contacts/{id}/messages", kRead},
+    {"GET /api/v1/messages/{id}", kRead},
+    {"GET /api/v1/messages/{id}/raw", kRead},
+    {"GET /api/v1/messages/{id}/attachments/{attachment_id}", kRead},
+    {"PATCH /api/v1/messages/{id}", kCrmWrite},
+    {"DELETE /api/v1/messages/{id}", kCrmWrite},
+    {"POST /api/v1/messages/{id}/contacts", kCrmWrite},
+    {"DELETE /api/v1/messages/{id}/contacts/{contact_id}", kCrmWrite},
+    {"POST /api/v1/mail", kMailSend},
+    {"POST /api/v1/mail/template", kMailSend},
+    {"POST /api/v1/groups/{id}/mailing", kMailSend},
+    {"GET /api/v1/outbox", kRead},
+    {"GET /api/v1/outbox/{id}", kRead},
+    {"POST /api/v1/outbox/{id}/retry", kMailSend},
+    {"POST /api/v1/outbox/{id}/cancel", kMailSend},
+    {"POST /api/v1/mailboxes/{id}/test", kAdmin},
 };
 
 // The routes as registered by the real registration code, without a running daemon.
@@ -87,7 +105,7 @@ std::vector<ApiRoute> registered_routes() {
   static Metrics metrics;
   static SecretBox secrets(random_bytes(32));
   static std::atomic<bool> stopping{false};
-  static Services services{config, store, metrics, secrets, stopping};
+  static Services services{config, store, metrics, secrets, stopping, [] {}};
   static Router router;
   static Api api(router, services);
   static bool once = (register_api_routes(api), true);
