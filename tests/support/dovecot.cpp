@@ -136,12 +136,27 @@ fs::path Dovecot::maildir(const std::string& user, const std::string& folder) co
   return base / ("." + name);
 }
 
+void Dovecot::create_folder(const std::string& user, const std::string& folder) {
+  const fs::path box = maildir(user, folder);
+  if (fs::exists(box / "tmp")) return;
+  for (const char* sub : {"new", "cur", "tmp"}) fs::create_directories(box / sub);
+  chown_to(dir_ / "home" / user, mail_user_);
+}
+
+int Dovecot::count(const std::string& user, const std::string& folder) const {
+  const fs::path box = maildir(user, folder);
+  int n = 0;
+  for (const char* sub : {"new", "cur"}) {
+    std::error_code ec;
+    for (fs::directory_iterator it(box / sub, ec), end; !ec && it != end; it.increment(ec))
+      if (it->is_regular_file()) ++n;
+  }
+  return n;
+}
+
 void Dovecot::deliver(const std::string& user, const std::string& folder, const std::string& raw_message) {
   const fs::path box = maildir(user, folder);
-  if (!fs::exists(box / "tmp")) {
-    for (const char* sub : {"new", "cur", "tmp"}) fs::create_directories(box / sub);
-    chown_to(dir_ / "home" / user, mail_user_);
-  }
+  create_folder(user, folder);
   const std::string name = std::to_string(time(nullptr)) + ".M" + std::to_string(++counter_) + "P" + std::to_string(getpid()) + ".test";
   {
     std::ofstream out(box / "tmp" / name, std::ios::binary);

@@ -21,6 +21,11 @@ class Dovecot {
   // created when missing); Dovecot sees it at the next sync or IDLE check.
   void deliver(const std::string& user, const std::string& folder, const std::string& raw_message);
 
+  // Creates a user's folder (UTF-8 name, "/" between levels) without putting mail in it.
+  void create_folder(const std::string& user, const std::string& folder);
+  // How many messages a folder holds on disk (new/ and cur/ of its Maildir; 0 when it does not exist).
+  int count(const std::string& user, const std::string& folder) const;
+
   void stop();
   void start();
 
