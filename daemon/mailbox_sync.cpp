@@ -189,14 +189,18 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
       }
       std::optional<imap::Error> imap_error;
       std::optional<std::string> store_error;
+      bool synced = false;  // a batch committed or the mailbox caught up on this connection
       try {
-        co_await sync_connection(cfg);
+        co_await sync_connection(cfg, synced);
         attempt = 0;
       } catch (const imap::Error& e) {
         imap_error = e;
       } catch (const std::exception& e) {  // the store: unreachable, timed out
         store_error = e.what();
       }
+      // A failure after a successful sync is a new incident: its backoff and the time towards
+      // giving up start afresh (not counted on from an earlier incident, days ago).
+      if (synced) attempt = 0;
       {
         std::lock_guard lock(mutex);
         running[id] = nullptr;  // the connection is gone
@@ -221,7 +225,8 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
   }
 
   // One connection's life: sync, then IDLE or poll, until the configuration changes or we stop.
-  awaitable<void> sync_connection(const MailboxConfig& cfg) {
+  // `synced` becomes true once a batch is committed or the folder is caught up.
+  awaitable<void> sync_connection(const MailboxConfig& cfg, bool& synced) {
     // Named first: a temporary beside co_await in one expression is destroyed twice by GCC 12.
     const auto executor = co_await asio::this_coro::executor;
     imap::Endpoint endpoint{cfg.host, cfg.port, cfg.security, s.config.tls.ca_file.string()};
@@ -253,7 +258,8 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     co_await health(cfg.id, Health::ok, "");
     const bool can_idle = client->has_capability("IDLE");
     while (!stopping) {
-      co_await fetch_new(*client, cfg, *folder, info.uidvalidity, move_target);
+      co_await fetch_new(*client, cfg, *folder, info.uidvalidity, move_target, synced);
+      synced = true;
       auto now_cfg = co_await config_of(cfg.id);
       if (now_cfg.updated_at != cfg.updated_at || !now_cfg.active || now_cfg.health == "failed") break;  // reconnect with the new settings
       if (can_idle)
@@ -265,7 +271,7 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
   }
 
   awaitable<void> fetch_new(imap::Client& client, const MailboxConfig& cfg, const std::string& folder, std::uint32_t uidvalidity,
-                            const std::string& move_target) {
+                            const std::string& move_target, bool& synced) {
     const auto id = cfg.id;
     auto cursor_op = store_transact(s.store, [id, folder](pqxx::work& tx) -> std::optional<SyncCursor> {
       auto r = tx.exec_params("SELECT uidvalidity, last_uid FROM imap_cursors WHERE mailbox_id = $1 AND folder = $2", id, folder);
@@ -302,6 +308,7 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
         return stored;
       });
       const int stored = co_await std::move(op);
+      synced = true;
       spdlog::info("event=mailbox_batch mailbox={} fetched={} stored={} last_uid={}", id, fetched->size(), stored, batch.back());
       // Acknowledge the source only now that the batch is committed.
       std::vector<std::uint32_t> done;
