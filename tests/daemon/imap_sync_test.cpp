@@ -54,6 +54,108 @@ std::string large_message(int i, std::size_t size) {
          "Content-Transfer-Encoding: base64\r\n\r\n" + base64_lines(bytes(size * 3 / 4, 1000 + i)) + "--b--\r\n";
 }
 
+// --- a varied mailbox ------------------------------------------------------------------------
+
+struct ExpectedAttachment {
+  std::string filename, content_type, content_id, data;
+  bool inline_part = false;
+};
+
+struct Expected {
+  std::string raw, subject, from_name, from_address, text_contains, html_contains;
+  std::vector<ExpectedAttachment> attachments;
+  bool broken = false;
+};
+
+constexpr int kBrokenIndex = 777;
+
+// Message i of five shapes (plain; HTML + text; attachment with an RFC 2231 UTF-8 name; HTML +
+// text + RFC 2231 Latin-1 name in continuations + an inline image; Latin-1 quoted-printable),
+// with RFC 2047 subjects in UTF-8 and ISO-8859-1; one deliberately broken MIME message.
+Expected varied(int i) {
+  Expected e;
+  const std::string n = std::to_string(i);
+  e.from_address = "leverancier" + std::to_string(i % 13) + "@example.nl";
+  std::string head = "To: Info <info@coop.nl>\r\nDate: Tue, 24 Nov 2026 10:" + std::to_string(10 + i % 50) +
+                     ":00 +0100\r\nMessage-ID: <v" + n + "@example.nl>\r\nMIME-Version: 1.0\r\n";
+  if (i == kBrokenIndex) {
+    e.broken = true;
+    e.subject = "kapot bericht";
+    e.from_name = "Kapot";
+    e.from_address = "kapot@example.nl";
+    e.raw = "From: Kapot <kapot@example.nl>\r\n" + head +
+            "Subject: kapot bericht\r\nContent-Type: multipart/mixed\r\n\r\nno boundary at all\r\n--x\r\n"
+            "Content-Type: text/plain\r\n\r\nhalf\r\n";
+    return e;
+  }
+  switch (i % 5) {
+    case 0:
+      e.subject = "Bestelling € " + n + " café";
+      e.from_name = "Leverancier " + n;
+      e.text_contains = "Regel één van bericht " + n + ".\r\n";
+      e.raw = "From: Leverancier " + n + " <" + e.from_address + ">\r\n" + head + "Subject: =?utf-8?q?Bestelling_=E2=82=AC_" + n +
+              "_caf=C3=A9?=\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + e.text_contains;
+      break;
+    case 1:
+      e.subject = "Réunion à Genève " + n;
+      e.from_name = "José";
+      e.text_contains = "Tot ziens in Genève " + n;
+      e.html_contains = "<p>Tot ziens in <b>Genève</b> " + n + "</p>";
+      e.raw = "From: =?iso-8859-1?q?Jos=E9?= <" + e.from_address + ">\r\n" + head + "Subject: =?iso-8859-1?b?" +
+              base64_encode("R\xe9union \xe0 Gen\xe8ve " + n) + "?=\r\n"
+              "Content-Type: multipart/alternative; boundary=\"alt" + n + "\"\r\n\r\n"
+              "--alt" + n + "\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+              "Tot ziens in Gen=E8ve " + n + "\r\n"
+              "--alt" + n + "\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + e.html_contains + "\r\n--alt" + n + "--\r\n";
+      break;
+    case 2: {
+      e.subject = "Factuur " + n;
+      e.from_name = "Facturatie";
+      e.text_contains = "Bijgaand de factuur " + n + ".";
+      ExpectedAttachment a{"factuur " + n + " € été.pdf", "application/pdf", "", bytes(500 + (i * 37) % 3000, i), false};
+      e.raw = "From: Facturatie <" + e.from_address + ">\r\n" + head + "Subject: Factuur " + n +
+              "\r\nContent-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n"
+              "--mix\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + e.text_contains + "\r\n"
+              "--mix\r\nContent-Type: application/pdf\r\n"
+              "Content-Disposition: attachment; filename*=utf-8''factuur%20" + n + "%20%E2%82%AC%20%C3%A9t%C3%A9.pdf\r\n"
+              "Content-Transfer-Encoding: base64\r\n\r\n" + base64_lines(a.data) + "--mix--\r\n";
+      e.attachments.push_back(std::move(a));
+      break;
+    }
+    case 3: {
+      e.subject = "Offerte " + n + " – überprüft";
+      e.from_name = "Offertes";
+      e.text_contains = "Zie de bijlage " + n + ".";
+      e.html_contains = "<p>Zie de <i>bijlage</i> " + n + ".<img src=\"cid:logo" + n + "@example.nl\"></p>";
+      ExpectedAttachment logo{"", "image/png", "logo" + n + "@example.nl", bytes(200 + i % 97, 50000 + i), true};
+      ExpectedAttachment cv{"résumé à " + n + ".txt", "text/plain", "", "CV " + n, false};
+      e.raw = "From: Offertes <" + e.from_address + ">\r\n" + head + "Subject: =?utf-8?b?" + base64_encode("Offerte " + n + " – überprüft") +
+              "?=\r\nContent-Type: multipart/mixed; boundary=\"out\"\r\n\r\n"
+              "--out\r\nContent-Type: multipart/related; boundary=\"rel\"\r\n\r\n"
+              "--rel\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n"
+              "--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + e.text_contains + "\r\n"
+              "--alt\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+              "<p>Zie de <i>bijlage</i> " + n + ".<img src=3D\"cid:logo" + n + "@example.nl\"></p>\r\n--alt--\r\n"
+              "--rel\r\nContent-Type: image/png\r\nContent-ID: <logo" + n + "@example.nl>\r\nContent-Disposition: inline\r\n"
+              "Content-Transfer-Encoding: base64\r\n\r\n" + base64_lines(logo.data) + "--rel--\r\n"
+              "--out\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+              "Content-Disposition: attachment;\r\n filename*0*=iso-8859-1''r%E9sum%E9;\r\n filename*1*=%20%E0%20" + n + ".txt\r\n\r\n" +
+              cv.data + "\r\n--out--\r\n";  // (the line break before a boundary belongs to the boundary)
+      e.attachments.push_back(std::move(logo));
+      e.attachments.push_back(std::move(cv));
+      break;
+    }
+    default:
+      e.subject = "Vraag over levering 📦 " + n;
+      e.from_name = "Klantenservice";
+      e.text_contains = "Wanneer komt de crème brûlée " + n + "?";
+      e.raw = "From: \"Klantenservice\" <" + e.from_address + ">\r\n" + head + "Subject: =?utf-8?q?Vraag_over_levering_=F0=9F=93=A6_" + n +
+              "?=\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+              "Wanneer komt de cr=E8me br=FBl=E9e " + n + "?\r\n";
+  }
+  return e;
+}
+
 template <class F>
 bool eventually(F probe, std::chrono::milliseconds limit, std::chrono::milliseconds step = 50ms) {
   const auto end = std::chrono::steady_clock::now() + limit;
@@ -195,6 +297,75 @@ TEST_F(ImapSync, WrongPasswordFailsWithTheServersReasonUntilFixed) {
   auto user = api.call("admin", "GET", "/api/v1/audit?entity=mailbox&entity_id=" + std::to_string(id) + "&actor_kind=user");
   EXPECT_NE(user.body.find(R"("imap_password":{"new":"***","old":"***"})"), std::string::npos) << user.body;
   EXPECT_NE(user.body.find(R"(\"state\":\"failed\")"), std::string::npos) << "the save took it from failed to ok: " << user.body;
+}
+
+TEST_F(ImapSync, InitialSyncOfAThousandVariedMessages) {
+  constexpr int kTotal = 1000;
+  dovecot.add_user("inkoop", "Inkoop-1");
+  std::vector<Expected> expected;
+  for (int i = 0; i < kTotal; ++i) {
+    expected.push_back(varied(i));
+    dovecot.deliver("inkoop", "INBOX", expected.back().raw);
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const auto id = add_mailbox("inkoop", "Inkoop-1");
+  ASSERT_TRUE(eventually([&] { return messages(id) >= kTotal; }, 50s, 200ms))
+      << messages(id) << " messages\n" << tail(api.daemon().log());
+  std::cout << "[ timing ] " << kTotal << " messages synced in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count() << " ms\n";
+  EXPECT_EQ(messages(id), kTotal);
+  EXPECT_EQ(std::get<2>(cursor(id)), kTotal);
+  EXPECT_EQ(health(id), "ok");
+
+  pqxx::connection c(api.database_url());
+  pqxx::work tx(c);
+  std::map<std::string, int> index;  // Message-ID -> i
+  for (int i = 0; i < kTotal; ++i) index["v" + std::to_string(i) + "@example.nl"] = i;
+  std::set<int> seen;
+  for (const auto& r : tx.exec_params(
+           "SELECT id, header_message_id, subject, from_name, from_address, text_body, html_body, raw, raw_size, raw_sha256, "
+           "cardinality(parse_warnings), array_to_string(parse_warnings, '; ') FROM messages WHERE mailbox_id = $1",
+           id)) {
+    const std::string mid = r[1].as<std::string>();
+    ASSERT_TRUE(index.count(mid)) << "unexpected message " << mid;
+    const int i = index[mid];
+    EXPECT_TRUE(seen.insert(i).second) << "stored twice: " << mid;
+    const Expected& e = expected[i];
+    SCOPED_TRACE("message " + std::to_string(i));
+    EXPECT_EQ(r[2].as<std::string>(), e.subject);
+    EXPECT_EQ(r[3].as<std::string>(), e.from_name);
+    EXPECT_EQ(r[4].as<std::string>(), e.from_address);
+    EXPECT_NE(r[5].as<std::string>().find(e.text_contains), std::string::npos) << r[5].as<std::string>();
+    if (e.html_contains.empty())
+      EXPECT_EQ(r[6].as<std::string>(), "");
+    else
+      EXPECT_NE(r[6].as<std::string>().find(e.html_contains), std::string::npos) << r[6].as<std::string>();
+    EXPECT_TRUE(pqxx::binarystring(r[7]).str() == e.raw) << "the raw message is kept byte-exact";
+    EXPECT_EQ(r[8].as<std::size_t>(), e.raw.size());
+    EXPECT_EQ(r[9].as<std::string>(), sha256_hex(e.raw));
+    if (e.broken)
+      EXPECT_GT(r[10].as<int>(), 0) << "a broken message is stored with its parse warnings";
+    else
+      EXPECT_EQ(r[10].as<int>(), 0) << r[11].as<std::string>();
+
+    auto atts = tx.exec_params(
+        "SELECT filename, content_type, content_id, inline_part, size, sha256, data FROM attachments WHERE message_id = $1 "
+        "ORDER BY position",
+        r[0].as<std::int64_t>());
+    ASSERT_EQ(atts.size(), e.attachments.size());
+    for (std::size_t k = 0; k < atts.size(); ++k) {
+      const auto& a = e.attachments[k];
+      EXPECT_EQ(atts[k][0].as<std::string>(), a.filename);
+      EXPECT_EQ(atts[k][1].as<std::string>(), a.content_type);
+      EXPECT_EQ(atts[k][2].as<std::string>(), a.content_id);
+      EXPECT_EQ(atts[k][3].as<bool>(), a.inline_part);
+      EXPECT_EQ(atts[k][4].as<std::size_t>(), a.data.size());
+      EXPECT_EQ(atts[k][5].as<std::string>(), sha256_hex(a.data));
+      EXPECT_TRUE(pqxx::binarystring(atts[k][6]).str() == a.data) << "attachment " << k << " decoded byte-exact";
+    }
+    if (::testing::Test::HasFailure()) return;  // one message's story is enough
+  }
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kTotal));
 }
 
 // The server's connection is cut in the middle of the FETCH of a batch of large messages: the
