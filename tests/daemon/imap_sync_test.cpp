@@ -443,5 +443,65 @@ TEST_F(ImapSyncLargeBatches, ConnectionCutMidFetchResumesWithoutLossOrDuplicates
   EXPECT_EQ(occurrences(log, failed + "attempt=0 "), 2) << tail(log);
 }
 
+// mailgated killed with SIGKILL in the middle of a sync, restarted on the same database.
+class ImapSyncSmallBatches : public ::testing::Test, protected SyncEnv {
+ protected:
+  ImapSyncSmallBatches() : SyncEnv(5) {}
+};
+
+TEST_F(ImapSyncSmallBatches, KilledMidBatchThenRestartedEndsExactlyOnce) {
+  constexpr int kTotal = 300;
+  dovecot.add_user("post", "Post-1");
+  std::set<std::string> hashes;
+  for (int i = 0; i < kTotal; ++i) {
+    const std::string raw = large_message(i, 20'000);
+    hashes.insert(sha256_hex(raw));
+    dovecot.deliver("post", "INBOX", raw);
+  }
+  const auto id = add_mailbox("post", "Post-1");
+  int at_kill = 0;
+  {
+    pqxx::connection c(api.database_url());
+    const auto count = [&] {
+      pqxx::nontransaction tx(c);
+      return tx.exec_params1("SELECT count(*) FROM messages WHERE mailbox_id = $1", id)[0].as<int>();
+    };
+    ASSERT_TRUE(eventually([&] { return count() >= 3 * 5; }, 30s, 2ms)) << tail(api.daemon().log());
+    EXPECT_EQ(api.daemon().stop(SIGKILL, 5s), 128 + SIGKILL);
+    // Its database sessions end (a COMMIT already sent still lands) before the count is final.
+    ASSERT_TRUE(eventually([&] {
+      pqxx::nontransaction tx(c);
+      return tx.exec("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")[0][0]
+                 .as<int>() == 0;
+    }, 10s));
+    at_kill = count();
+  }
+  EXPECT_EQ(std::get<2>(cursor(id)), at_kill) << "the cursor commits with its batch";
+  ASSERT_GT(at_kill, 0);
+  ASSERT_LT(at_kill, kTotal) << "killed before the sync was done";
+  const auto log_before = api.daemon().log().size();
+  ASSERT_NO_THROW(api.daemon().start());
+  ASSERT_TRUE(eventually([&] { return messages(id) == kTotal; }, 40s))
+      << messages(id) << " messages\n" << tail(api.daemon().log());
+  EXPECT_EQ(distinct_contents(id), kTotal);
+  EXPECT_EQ(std::get<2>(cursor(id)), kTotal);
+  {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    std::set<std::string> stored;
+    for (const auto& r : tx.exec_params("SELECT raw_sha256 FROM messages WHERE mailbox_id = $1", id)) stored.insert(r[0].as<std::string>());
+    EXPECT_EQ(stored, hashes);
+  }
+  EXPECT_EQ(health(id), "ok");
+  // The restarted daemon resumed from its cursor: it fetched only what was not committed.
+  const std::string second_run = api.daemon().log().substr(log_before);
+  int fetched = 0;
+  for (std::size_t at = second_run.find("event=mailbox_batch"); at != std::string::npos; at = second_run.find("event=mailbox_batch", at + 1)) {
+    const auto f = second_run.find("fetched=", at);
+    fetched += std::stoi(second_run.substr(f + 8));
+  }
+  EXPECT_EQ(fetched, kTotal - at_kill) << tail(second_run);
+}
+
 }  // namespace
 }  // namespace mailgate
