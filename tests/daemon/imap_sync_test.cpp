@@ -368,6 +368,36 @@ TEST_F(ImapSync, InitialSyncOfAThousandVariedMessages) {
   EXPECT_EQ(seen.size(), static_cast<std::size_t>(kTotal));
 }
 
+// A mailbox in a non-ASCII folder (modified UTF-7 on the wire), moving what it imported into
+// another non-ASCII folder.
+TEST_F(ImapSync, NonAsciiFolderSyncedAndMovedToNonAsciiFolder) {
+  const std::string source = "Facturen/Ontvangen é", target = "Inkomend € post/Verwerkt";
+  dovecot.add_user("facturen", "Facturen-1");
+  for (int i = 0; i < 12; ++i) dovecot.deliver("facturen", source, message(i));
+  for (int i = 100; i < 103; ++i) dovecot.deliver("facturen", "INBOX", message(i));
+  dovecot.create_folder("facturen", target);
+  const auto id = add_mailbox("facturen", "Facturen-1",
+                              {{"imap_folder", source}, {"imap_after_import", "move"}, {"imap_move_folder", target}});
+  ASSERT_TRUE(eventually([&] { return messages(id) == 12 && dovecot.count("facturen", target) == 12; }, 30s))
+      << messages(id) << " stored, " << dovecot.count("facturen", target) << " moved\n" << tail(api.daemon().log());
+  EXPECT_EQ(dovecot.count("facturen", source), 0) << "every imported message was moved out";
+  EXPECT_EQ(dovecot.count("facturen", "INBOX"), 3) << "the inbox is not this mailbox's folder";
+  EXPECT_EQ(std::get<0>(cursor(id)), source);
+  EXPECT_EQ(std::get<2>(cursor(id)), 12);
+  {
+    pqxx::connection c(api.database_url());
+    auto r = pqxx::work(c).exec_params1(
+        "SELECT count(*) FILTER (WHERE header_message_id ~ '^m([0-9]|1[01])@example.nl$') FROM messages WHERE mailbox_id = $1", id);
+    EXPECT_EQ(r[0].as<int>(), 12) << "exactly the folder's messages";
+  }
+  EXPECT_EQ(health(id), "ok");
+  // Later mail in the folder follows the same way.
+  dovecot.deliver("facturen", source, message(12));
+  ASSERT_TRUE(eventually([&] { return messages(id) == 13 && dovecot.count("facturen", target) == 13; }, 10s))
+      << tail(api.daemon().log());
+  EXPECT_EQ(dovecot.count("facturen", source), 0);
+}
+
 // The server's connection is cut in the middle of the FETCH of a batch of large messages: the
 // daemon reconnects, resumes after the last committed batch and ends with every message once.
 class ImapSyncLargeBatches : public ::testing::Test, protected SyncEnv {
