@@ -232,9 +232,9 @@ class ImapSync : public ::testing::Test, protected SyncEnv {
 };
 
 TEST_F(ImapSync, InitialSyncThenIdleDelivery) {
-  dovecot.add_user("info", "Wacht \"woord\" é");
+  dovecot.add_user("info", "Wacht \"woord\" \\ é");
   for (int i = 0; i < 45; ++i) dovecot.deliver("info", "INBOX", message(i));
-  const auto id = add_mailbox("info", "Wacht \"woord\" é");
+  const auto id = add_mailbox("info", "Wacht \"woord\" \\ é");
   ASSERT_TRUE(eventually([&] { return messages(id) == 45; }, 30s)) << messages(id) << "\n" << api.daemon().log();
   {
     pqxx::connection c(api.database_url());
@@ -531,6 +531,38 @@ TEST_F(ImapSyncSmallBatches, KilledMidBatchThenRestartedEndsExactlyOnce) {
     fetched += std::stoi(second_run.substr(f + 8));
   }
   EXPECT_EQ(fetched, kTotal - at_kill) << tail(second_run);
+}
+
+// A server that offers no AUTHENTICATE PLAIN (the proxy hides it from Dovecot's capabilities, on a
+// plain-text connection: mailbox security "plain"): the daemon logs in with the LOGIN command, so
+// passwords travel as IMAP quoted strings (with escapes) or as literals (non-ASCII).
+TEST_F(ImapSync, LoginCommandPasswordsWithQuotesBackslashesSpacesAndAccents) {
+  test::TcpProxy proxy(dovecot.imap_port());
+  proxy.rewrite_from_server(" AUTH=PLAIN", "");
+  const std::map<std::string, std::string> users = {
+      {"quoted", "a \"b\" \\c\\ d"},        // a quoted string with escapes
+      {"literal", "é \"wacht\" \\ woord"},  // non-ASCII: a literal
+  };
+  std::map<std::string, std::int64_t> ids;
+  for (const auto& [user, password] : users) {
+    dovecot.add_user(user, password);
+    for (int i = 0; i < 3; ++i) dovecot.deliver(user, "INBOX", message(i));
+    ids[user] = add_mailbox(user, password, {{"imap_security", "plain"}}, proxy.port());
+  }
+  for (const auto& [user, id] : ids) {
+    ASSERT_TRUE(eventually([&] { return messages(id) == 3; }, 30s))
+        << user << ": " << health(id) << "\n" << tail(api.daemon().log()) << "\n" << tail(dovecot.log());
+    EXPECT_EQ(health(id), "ok") << user;
+  }
+  // What went over the wire: LOGIN, never AUTHENTICATE; escapes in a quoted string; a literal.
+  const std::string sent = proxy.client_transcript();
+  EXPECT_EQ(sent.find("AUTHENTICATE"), std::string::npos) << sent.substr(0, 2000);
+  EXPECT_NE(sent.find(R"(LOGIN quoted "a \"b\" \\c\\ d")" "\r\n"), std::string::npos) << sent.substr(0, 2000);
+  EXPECT_NE(sent.find("LOGIN literal {" + std::to_string(users.at("literal").size()) + "+}\r\n" + users.at("literal") + "\r\n"),
+            std::string::npos)
+      << sent.substr(0, 2000);
+  EXPECT_EQ(dovecot.log().find("auth failed"), std::string::npos) << dovecot.log();
+  EXPECT_EQ(api.daemon().log().find("event=mailbox_sync_failed"), std::string::npos) << tail(api.daemon().log());
 }
 
 }  // namespace
