@@ -4,6 +4,8 @@
 // - POST /mail: a message (to/cc/bcc, subject, text and/or HTML, attachments as base64).
 // - POST /mail/template: a template for one contact, merge fields filled from the contact and the
 //   administration (values HTML-escaped in HTML, control characters removed in the subject).
+// - POST /mail/invoice: the administration's template for the kind (first invoice by transfer or
+//   direct debit, reminder, dunning) with the nota_* fields, and the invoice PDF attached.
 // - POST /groups/{id}/mailing: a template to every contact of a group (any kind), one
 //   personalised row per contact with an address, each contact once; the answer counts the
 //   queued rows and lists the contacts skipped and why.
@@ -20,6 +22,7 @@
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <map>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -291,6 +294,34 @@ OutboxRequest from_template(const Template& t, const MergeValues& values) {
   return r;
 }
 
+// One template mail for one contact: to the given address or the contact's primary one.
+struct TemplateMail {
+  std::string kind = "template";
+  std::int64_t template_id = 0, contact_id = 0;
+  std::optional<std::string> to;
+  std::optional<std::int64_t> mailbox, administration;
+  MergeValues values;  // extra values (nota_*)
+  std::vector<OutgoingAttachment> attachments;
+};
+
+std::int64_t queue_template_mail(pqxx::work& tx, const TemplateMail& m, const Principal& p) {
+  const Template t = load_template(tx, m.template_id);
+  ContactValues c = contact_values(tx, m.contact_id);
+  add_administration_values(tx, m.administration, c.values);
+  for (const auto& [k, v] : m.values) c.values[k] = v;
+  const std::string address = m.to.value_or(c.email);
+  if (address.empty()) invalid("contact_id", "contact " + std::to_string(m.contact_id) + " has no e-mail address; give \"to\"");
+  OutboxRequest r = from_template(t, c.values);
+  r.kind = m.kind;
+  r.to = {address};
+  r.contact_id = m.contact_id;
+  r.template_id = m.template_id;
+  r.administration_id = m.administration;
+  r.attachments = m.attachments;
+  const Sender sender = choose_sender(tx, p, m.mailbox, m.administration);
+  return queue(tx, r, sender, p);
+}
+
 std::optional<std::int64_t> optional_id(const JsonInput& in, const std::string& key) {
   return in.integer(key, 1, std::numeric_limits<std::int64_t>::max());
 }
@@ -332,24 +363,49 @@ void register_outbox_routes(Api& api) {
 
   api.add("POST", "/api/v1/mail/template", kMailSend, [&s](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {
     JsonInput in(req.body);
-    in.only({"template_id", "contact_id", "mailbox_id", "administration_id", "to"});
-    const auto template_id = in.integer("template_id", 1, std::numeric_limits<std::int64_t>::max(), true).value();
-    const auto contact_id = in.integer("contact_id", 1, std::numeric_limits<std::int64_t>::max(), true).value();
-    const auto to = in.email("to");
-    const auto mailbox = optional_id(in, "mailbox_id"), administration = optional_id(in, "administration_id");
-    auto op = store_transact(s.store, [=](pqxx::work& tx) {
-      const Template t = load_template(tx, template_id);
-      ContactValues c = contact_values(tx, contact_id);
-      add_administration_values(tx, administration, c.values);
-      const std::string address = to.value_or(c.email);
-      if (address.empty()) invalid("contact_id", "contact " + std::to_string(contact_id) + " has no e-mail address; give \"to\"");
-      OutboxRequest r = from_template(t, c.values);
-      r.to = {address};
-      r.contact_id = contact_id;
-      r.template_id = template_id;
-      r.administration_id = administration;
-      const Sender sender = choose_sender(tx, p, mailbox, administration);
-      return load_row(tx, queue(tx, r, sender, p), p);
+    in.only({"template_id", "contact_id", "mailbox_id", "administration_id", "to", "attachments"});
+    TemplateMail m;
+    m.template_id = in.integer("template_id", 1, std::numeric_limits<std::int64_t>::max(), true).value();
+    m.contact_id = in.integer("contact_id", 1, std::numeric_limits<std::int64_t>::max(), true).value();
+    m.to = in.email("to");
+    m.mailbox = optional_id(in, "mailbox_id");
+    m.administration = optional_id(in, "administration_id");
+    m.attachments = read_attachments(in);
+    auto op = store_transact(s.store, [m, p](pqxx::work& tx) { return load_row(tx, queue_template_mail(tx, m, p), p); });
+    auto row = co_await std::move(op);
+    s.outbox_wake();
+    co_return json_response(202, row);
+  });
+
+  // Invoice mails use the administration's template for the kind, with the nota_* fields.
+  api.add("POST", "/api/v1/mail/invoice", kMailSend, [&s](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {
+    JsonInput in(req.body);
+    in.only({"administration_id", "contact_id", "kind", "number", "date", "due_date", "amount", "mailbox_id", "to", "attachments"});
+    static const std::map<std::string, std::string> kTemplateColumn = {{"first_transfer", "invoice_transfer_template_id"},
+                                                                      {"first_direct_debit", "invoice_direct_debit_template_id"},
+                                                                      {"reminder", "reminder_template_id"},
+                                                                      {"dunning", "dunning_template_id"}};
+    const std::string kind = in.text("kind", true, 30).value();
+    if (!kTemplateColumn.count(kind)) invalid("kind", "kind must be one of first_transfer, first_direct_debit, reminder, dunning");
+    TemplateMail m;
+    m.kind = "invoice";
+    m.administration = in.integer("administration_id", 1, std::numeric_limits<std::int64_t>::max(), true);
+    m.contact_id = in.integer("contact_id", 1, std::numeric_limits<std::int64_t>::max(), true).value();
+    m.to = in.email("to");
+    m.mailbox = optional_id(in, "mailbox_id");
+    m.values["nota_nummer"] = in.text("number", true, 50).value();
+    m.values["nota_datum"] = in.text("date", false, 30).value_or("");
+    m.values["nota_vervaldatum"] = in.text("due_date", false, 30).value_or("");
+    m.values["nota_bedrag"] = in.text("amount", false, 30).value_or("");
+    m.attachments = read_attachments(in);
+    const std::string column = kTemplateColumn.at(kind);
+    auto op = store_transact(s.store, [m, p, column, kind](pqxx::work& tx) mutable {
+      auto a = tx.exec_params("SELECT " + column + " FROM administrations WHERE id = $1", *m.administration);
+      if (a.empty()) invalid("administration_id", "no administration with id " + std::to_string(*m.administration));
+      if (a[0][0].is_null())
+        throw ApiError(409, "no_template", "administration " + std::to_string(*m.administration) + " has no template for " + kind + " invoices", "kind");
+      m.template_id = a[0][0].as<std::int64_t>();
+      return load_row(tx, queue_template_mail(tx, m, p), p);
     });
     auto row = co_await std::move(op);
     s.outbox_wake();

@@ -89,6 +89,7 @@ const std::map<std::string, std::string> kExpected = {
     {"DELETE /api/v1/messages/{id}/contacts/{contact_id}", kCrmWrite},
     {"POST /api/v1/mail", kMailSend},
     {"POST /api/v1/mail/template", kMailSend},
+    {"POST /api/v1/mail/invoice", kMailSend},
     {"POST /api/v1/groups/{id}/mailing", kMailSend},
     {"GET /api/v1/outbox", kRead},
     {"GET /api/v1/outbox/{id}", kRead},

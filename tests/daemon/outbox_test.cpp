@@ -188,6 +188,39 @@ TEST_F(Outbox, ThePasswordMailOfANewUserIsSent) {
   EXPECT_EQ(parse_message(server.received()[0].raw).from.at(0).address, "info@coop.nl") << "from the primary mailbox";
 }
 
+TEST_F(Outbox, InvoiceMailUsesTheAdministrationsTemplateSenderAndBcc) {
+  json::object box{{"display_name", "Facturen"}, {"address", "facturen@coop.nl"}, {"incoming_type", "none"}, {"smtp_host", "127.0.0.1"},
+                   {"smtp_port", server.port()}, {"smtp_security", "starttls"}, {"smtp_username", "info@coop.nl"}, {"smtp_password", kPassword}};
+  auto facturen = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(box));
+  ASSERT_EQ(facturen.status, 201) << facturen.body;
+  auto t = api.call("admin", "POST", "/api/v1/templates", R"({"name": "Eerste nota", "subject": "Nota {nota_nummer} van {administratie_naam}",
+      "text_body": "Beste {contact_voornaam}, het bedrag is {nota_bedrag}, te betalen voor {nota_vervaldatum}."})");
+  ASSERT_EQ(t.status, 201) << t.body;
+  auto a = api.call("admin", "POST", "/api/v1/administrations",
+                    R"({"name": "Zon BV", "bcc_self": true, "sender_mailbox_id": )" + std::to_string(facturen.json.at("id").as_int64()) +
+                        R"(, "invoice_transfer_template_id": )" + std::to_string(t.json.at("id").as_int64()) + "}");
+  ASSERT_EQ(a.status, 201) << a.body;
+  auto c = api.call("admin", "POST", "/api/v1/contacts", R"({"type": "person", "first_name": "Jan", "emails": [{"address": "jan@example.nl"}]})");
+  const std::string ids = R"("administration_id": )" + std::to_string(a.json.at("id").as_int64()) + R"(, "contact_id": )" +
+                          std::to_string(c.json.at("id").as_int64());
+  auto none = api.call("admin", "POST", "/api/v1/mail/invoice", "{" + ids + R"(, "kind": "dunning", "number": "2026-7"})");
+  EXPECT_EQ(none.status, 409) << "no dunning template: " << none.body;
+  auto r = api.call("admin", "POST", "/api/v1/mail/invoice",
+                    "{" + ids + R"(, "kind": "first_transfer", "number": "2026-7", "amount": "€ 12,50", "due_date": "2026-12-14",
+                    "attachments": [{"filename": "nota 2026-7.pdf", "content_type": "application/pdf", "content_base64": "JVBERi0xLjQK"}]})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  ASSERT_TRUE(eventually([&] { return state(r.json.at("id").as_int64()) == "sent"; }, 15s)) << api.daemon().log();
+  auto got = server.received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].from, "facturen@coop.nl") << "the administration's sender";
+  EXPECT_EQ(got[0].to, (std::vector<std::string>{"jan@example.nl", "facturen@coop.nl"})) << "BCC to the sender (administration setting)";
+  const ParsedMessage p = parse_message(got[0].raw);
+  EXPECT_EQ(p.subject, "Nota 2026-7 van Zon BV");
+  EXPECT_NE(p.text_body.find("het bedrag is € 12,50, te betalen voor 2026-12-14."), std::string::npos) << p.text_body;
+  ASSERT_EQ(p.attachments.size(), 1u);
+  EXPECT_EQ(p.attachments[0].filename, "nota 2026-7.pdf");
+}
+
 class OutboxFailures : public Outbox {
  protected:
   OutboxFailures() : Outbox({.fail_first = 1, .reject = {"weg@example.nl"}}) {}

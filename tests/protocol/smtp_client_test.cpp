@@ -86,6 +86,20 @@ TEST(SmtpClient, StartTlsAuthAndTheBytesArrive) {
   EXPECT_EQ(got[0].login, "info@coop.nl");
 }
 
+TEST(SmtpClient, ImplicitTlsWithAuthLogin) {
+  test::PySmtpServer server({.tls = true, .user = "info@coop.nl", .password = "Geheim-1", .implicit_tls = true, .login_only = true});
+  auto a = account(server.port(), "tls", server.ca_file().string());
+  a.username = "info@coop.nl";
+  a.password = "Geheim-1";
+  auto f = try_send(a, {"info@coop.nl", {"jan@example.nl"}}, message(1));
+  EXPECT_FALSE(f) << f->what() << server.log();
+  auto got = server.received();
+  ASSERT_EQ(got.size(), 1u) << server.log();
+  EXPECT_TRUE(got[0].tls);
+  EXPECT_EQ(got[0].login, "info@coop.nl");
+  EXPECT_EQ(got[0].raw, message(1));
+}
+
 TEST(SmtpClient, WrongPasswordIsAPermanentAuthFailure) {
   test::PySmtpServer server({.tls = true, .user = "info@coop.nl", .password = "Juist-1"});
   auto a = account(server.port(), "starttls", server.ca_file().string());

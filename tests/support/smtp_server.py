@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A private SMTP server for mailgate's tests, on aiosmtpd (Debian's python3-aiosmtpd).
 
-Listens on 127.0.0.1:PORT; with --cert/--key it offers STARTTLS (and with --require-tls refuses
+Listens on 127.0.0.1:PORT; with --cert/--key it offers STARTTLS (or, with --implicit-tls, speaks
+TLS from the first byte, as on port 465) (and with --require-tls refuses
 mail before it); with --user/--password it requires AUTH (PLAIN, LOGIN) over TLS. Every accepted
 message is written byte-exact to OUT/<n>.eml with OUT/<n>.json holding the envelope, whether the
 session was TLS, the authenticated login and the client's port (one port per connection).
@@ -41,7 +42,7 @@ class Handler:
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
             "mail_options": envelope.mail_options,
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None or self.args.implicit_tls,  # aiosmtpd sets ssl only after STARTTLS
             "login": getattr(session, "mailgate_login", None) if session.authenticated else None,
             "client_port": session.peer[1],
         }
@@ -58,6 +59,8 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--require-tls", action="store_true")
+    p.add_argument("--implicit-tls", action="store_true")
+    p.add_argument("--login-only", action="store_true", help="offer AUTH LOGIN but not PLAIN")
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--fail-first", type=int, default=0)
@@ -80,15 +83,20 @@ def main():
 
     def factory():
         kwargs = dict(hostname="sink.test", decode_data=False, enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024)
-        if tls_context:
+        if tls_context and not args.implicit_tls:
             kwargs.update(tls_context=tls_context, require_starttls=args.require_tls)
         if args.user:
-            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+            # With implicit TLS aiosmtpd does not see the TLS (it tracks STARTTLS only): the whole
+            # connection is TLS anyway.
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=not args.implicit_tls)
+            if args.login_only:
+                kwargs.update(auth_exclude_mechanism=["PLAIN"])
         return SMTP(handler, **kwargs)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    server = loop.run_until_complete(loop.create_server(factory, "127.0.0.1", args.port))
+    server = loop.run_until_complete(
+        loop.create_server(factory, "127.0.0.1", args.port, ssl=tls_context if args.implicit_tls else None))
     print("ready", flush=True)
     try:
         loop.run_forever()

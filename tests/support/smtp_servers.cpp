@@ -123,6 +123,8 @@ PySmtpServer::PySmtpServer(PySmtpOptions o) : dir_(temp_dir("smtp-server")), por
     certs_ = make_test_certs(dir_ / "tls", "server", o.cert_host);
     cmd += " --cert '" + certs_.cert.string() + "' --key '" + certs_.key.string() + "'";
     if (o.require_tls) cmd += " --require-tls";
+    if (o.implicit_tls) cmd += " --implicit-tls";
+    if (o.login_only) cmd += " --login-only";
   }
   if (!o.user.empty()) cmd += " --user '" + o.user + "' --password '" + o.password + "'";
   if (o.fail_first) cmd += " --fail-first " + std::to_string(o.fail_first);

@@ -43,6 +43,8 @@ struct PySmtpOptions {
   int fail_first = 0;        // answer the first N DATA with 451
   std::vector<std::string> reject = {};  // recipients refused with 550
   std::string cert_host = "localhost";  // the name in the server certificate
+  bool implicit_tls = false;  // TLS from the first byte (port 465 style) instead of STARTTLS
+  bool login_only = false;    // offer AUTH LOGIN, not PLAIN
 };
 
 struct ReceivedMail {
