@@ -221,6 +221,26 @@ TEST_F(Outbox, InvoiceMailUsesTheAdministrationsTemplateSenderAndBcc) {
   EXPECT_EQ(p.attachments[0].filename, "nota 2026-7.pdf");
 }
 
+TEST_F(Outbox, AUsersDefaultSenderIsUsedWhenLinkedToThem) {
+  json::object box{{"display_name", "Ledenadministratie"}, {"address", "leden@coop.nl"}, {"incoming_type", "none"}, {"smtp_host", "127.0.0.1"},
+                   {"smtp_port", server.port()}, {"smtp_security", "starttls"}, {"smtp_username", "info@coop.nl"}, {"smtp_password", kPassword}};
+  auto leden = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(box));
+  ASSERT_EQ(leden.status, 201) << leden.body;
+  const std::string leden_id = std::to_string(leden.json.at("id").as_int64());
+  const std::string staff = std::to_string(api.user_id("staff"));
+  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/users/" + staff, R"({"default_mailbox_id": )" + leden_id + "}").status, 200);
+  auto refused = send(R"({"to": ["jan@example.nl"], "subject": "Hoi", "text": "x"})", "staff");
+  EXPECT_EQ(refused.status, 403) << "the default sender is not linked to the user yet: " << refused.body;
+  ASSERT_EQ(api.call("admin", "PUT", "/api/v1/mailboxes/" + leden_id + "/users", R"({"users": [)" + staff + "]}").status, 200);
+  auto r = send(R"({"to": ["jan@example.nl"], "subject": "Hoi", "text": "x"})", "staff");
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(r.json.at("mailbox_id").as_int64(), leden.json.at("id").as_int64());
+  EXPECT_EQ(send(R"({"to": ["jan@example.nl"], "subject": "Hoi", "text": "x", "mailbox_id": )" + std::to_string(mailbox) + "}", "staff").status, 403)
+      << "nor from a mailbox that is not linked to them";
+  ASSERT_TRUE(eventually([&] { return server.received().size() == 1; }, 15s)) << api.daemon().log();
+  EXPECT_EQ(server.received()[0].from, "leden@coop.nl");
+}
+
 class OutboxFailures : public Outbox {
  protected:
   OutboxFailures() : Outbox({.fail_first = 1, .reject = {"weg@example.nl"}}) {}
