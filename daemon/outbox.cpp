@@ -89,6 +89,9 @@ smtp::Timeouts timeouts_of(const Config& config) {
   return smtp::Timeouts{std::min<std::chrono::milliseconds>(command, std::chrono::seconds(30)), command, command * 2};
 }
 
+constexpr std::size_t kPrepareRows = 20;
+constexpr std::size_t kPrepareBytes = 16 << 20;
+
 // Loads a claimed row and composes it unless it was composed before (then those bytes are kept).
 struct Prepared {
   OutboxRow row;
@@ -247,15 +250,37 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     }
 
     std::size_t next = 0;
+    std::deque<std::shared_ptr<Prepared>> ready;  // prepared rows not yet sent
+    auto renewed = std::chrono::steady_clock::now();
     for (; next < ids.size() && !stopping && client->usable(); ++next) {
       const auto id = ids[next];
-      const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
-      auto extend = store_transact(s.store, [remaining, lease](pqxx::work& tx) { outbox_extend(tx, remaining, lease); });
-      co_await std::move(extend);
+      if (ready.empty()) {
+        // One transaction renews the lease of every row still to go and prepares the next few
+        // (at most kPrepareRows rows or about kPrepareBytes): a round trip per chunk, not per row.
+        const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
+        auto load = store_transact(s.store, [remaining, lease](pqxx::work& tx) {
+          outbox_extend(tx, remaining, lease);
+          std::vector<std::shared_ptr<Prepared>> out;
+          std::size_t bytes = 0;
+          for (std::size_t i = 0; i < remaining.size() && i < kPrepareRows && bytes < kPrepareBytes; ++i) {
+            out.push_back(std::make_shared<Prepared>(prepare(tx, remaining[i])));
+            bytes += out.back()->raw.size();
+          }
+          return out;
+        });
+        auto chunk = co_await std::move(load);
+        for (auto& p : chunk) ready.push_back(std::move(p));
+        renewed = std::chrono::steady_clock::now();
+      } else if (std::chrono::steady_clock::now() - renewed > lease / 3) {  // a slow server: keep the lease alive
+        const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
+        auto extend = store_transact(s.store, [remaining, lease](pqxx::work& tx) { outbox_extend(tx, remaining, lease); });
+        co_await std::move(extend);
+        renewed = std::chrono::steady_clock::now();
+      }
+      auto prepared = ready.front();
+      ready.pop_front();
       co_await take_rate(mailbox, settings->max_per_minute);
       if (stopping) break;
-      auto load = store_transact(s.store, [id](pqxx::work& tx) { return prepare(tx, id); });
-      auto prepared = std::make_shared<Prepared>(co_await std::move(load));
       if (prepared->compose_error) {
         const std::string reason = *prepared->compose_error;
         auto record = store_transact(s.store, [id, reason, &c = s.config](pqxx::work& tx) {
