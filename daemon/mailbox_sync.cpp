@@ -270,6 +270,80 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     co_await client->logout();
   }
 
+  // One batch being committed in the background (on the strand; the work on a store thread).
+  struct BatchCommit {
+    explicit BatchCommit(asio::any_io_executor ex) : done_timer(ex) {}
+    std::shared_ptr<std::vector<imap::FetchedMessage>> fetched;
+    std::uint32_t last_uid = 0;
+    bool done = false;
+    int stored = 0;
+    std::exception_ptr error;
+    asio::steady_timer done_timer;  // cancelled when done
+  };
+
+  std::shared_ptr<BatchCommit> start_commit(asio::any_io_executor ex, std::int64_t id, const std::string& folder, std::uint32_t uidvalidity,
+                                            bool resync, std::uint32_t last, std::shared_ptr<std::vector<imap::FetchedMessage>> fetched) {
+    auto commit = std::make_shared<BatchCommit>(ex);
+    commit->fetched = fetched;
+    commit->last_uid = last;
+    commit->done_timer.expires_at(std::chrono::steady_clock::time_point::max());
+    asio::co_spawn(ex, commit_batch(commit, id, folder, uidvalidity, resync), asio::detached);
+    return commit;
+  }
+
+  // (Parameters by value: this coroutine outlives its caller's statement.)
+  awaitable<void> commit_batch(std::shared_ptr<BatchCommit> commit, std::int64_t id, std::string folder, std::uint32_t uidvalidity, bool resync) {
+    auto self = shared_from_this();
+    // Parsing first, outside the transaction; then the batch and the cursor commit together.
+    auto op = store_run(s.store, [id, folder, uidvalidity, fetched = commit->fetched, resync, last = commit->last_uid](pqxx::connection_base& c) {
+      std::vector<ParsedMessage> parsed;
+      parsed.reserve(fetched->size());
+      for (const auto& m : *fetched) parsed.push_back(parse_message(m.raw));
+      pqxx::work tx(c);
+      const LinkPolicy policy = load_link_policy(tx, id);
+      int stored = 0;
+      for (std::size_t i = 0; i < fetched->size(); ++i) {
+        const auto& m = (*fetched)[i];
+        InboundMessage in;
+        in.mailbox_id = id;
+        in.source = "imap";
+        in.source_key = std::to_string(uidvalidity) + ":" + std::to_string(m.uid);
+        in.raw = m.raw;
+        in.dedupe_by_content = resync;
+        in.transport_tls = true;
+        if (!ingest_message(tx, in, parsed[i], policy).duplicate) ++stored;
+      }
+      tx.exec_params(
+          "INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4) "
+          "ON CONFLICT (mailbox_id) DO UPDATE SET folder = $2, uidvalidity = $3, last_uid = greatest("
+          "CASE WHEN imap_cursors.uidvalidity = $3 THEN imap_cursors.last_uid ELSE 0 END, $4), updated_at = now()",
+          id, folder, static_cast<std::int64_t>(uidvalidity), static_cast<std::int64_t>(last));
+      tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id);
+      tx.commit();
+      return stored;
+    });
+    try {
+      commit->stored = co_await std::move(op);
+    } catch (...) {
+      commit->error = std::current_exception();
+    }
+    commit->done = true;
+    commit->done_timer.cancel();
+  }
+
+  // Waits for a batch's commit; then (only then) acknowledges it to the server.
+  awaitable<void> finish(imap::Client& client, const MailboxConfig& cfg, const std::string& move_target, BatchCommit& commit) {
+    while (!commit.done) co_await commit.done_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (commit.error) std::rethrow_exception(commit.error);
+    spdlog::info("event=mailbox_batch mailbox={} fetched={} stored={} last_uid={}", cfg.id, commit.fetched->size(), commit.stored,
+                 commit.last_uid);
+    std::vector<std::uint32_t> done;
+    for (const auto& m : *commit.fetched) done.push_back(m.uid);
+    if (cfg.after_import == "seen") co_await client.mark_seen(done);
+    if (cfg.after_import == "move") co_await client.move(done, move_target);
+    if (cfg.after_import == "delete") co_await client.remove(done);
+  }
+
   awaitable<void> fetch_new(imap::Client& client, const MailboxConfig& cfg, const std::string& folder, std::uint32_t uidvalidity,
                             const std::string& move_target, bool& synced) {
     const auto id = cfg.id;
@@ -281,41 +355,22 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     const auto start = plan_sync(co_await std::move(cursor_op), uidvalidity);
     if (start.resync) spdlog::info("event=mailbox_resync mailbox={} uidvalidity={}", id, uidvalidity);
     const auto uids = co_await client.search_uids(start.first_uid);
+    // Batch n commits (parse with GMime, insert, commit with the cursor: on a store thread) while
+    // batch n+1 is fetched over IMAP; batch n's after-import action waits for its commit.
+    const auto executor = co_await asio::this_coro::executor;  // this mailbox's strand
+    std::shared_ptr<BatchCommit> pending;
     for (const auto& batch : batch_uids(uids, static_cast<std::size_t>(s.config.imap.batch_size))) {
       auto fetched = std::make_shared<std::vector<imap::FetchedMessage>>();
       co_await client.fetch(batch.front(), batch.back(), [&](imap::FetchedMessage&& m) { fetched->push_back(std::move(m)); });
-      const bool resync = start.resync;
-      // Parsing runs on the store's thread, off the event loop; the batch and the cursor commit together.
-      auto op = store_transact(s.store, [id, folder, uidvalidity, fetched, resync, last = batch.back()](pqxx::work& tx) {
-        const LinkPolicy policy = load_link_policy(tx, id);
-        int stored = 0;
-        for (const auto& m : *fetched) {
-          InboundMessage in;
-          in.mailbox_id = id;
-          in.source = "imap";
-          in.source_key = std::to_string(uidvalidity) + ":" + std::to_string(m.uid);
-          in.raw = m.raw;
-          in.dedupe_by_content = resync;
-          in.transport_tls = true;
-          if (!ingest_message(tx, in, parse_message(m.raw), policy).duplicate) ++stored;
-        }
-        tx.exec_params(
-            "INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (mailbox_id) DO UPDATE SET folder = $2, uidvalidity = $3, last_uid = greatest("
-            "CASE WHEN imap_cursors.uidvalidity = $3 THEN imap_cursors.last_uid ELSE 0 END, $4), updated_at = now()",
-            id, folder, static_cast<std::int64_t>(uidvalidity), static_cast<std::int64_t>(last));
-        tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id);
-        return stored;
-      });
-      const int stored = co_await std::move(op);
+      if (pending) {
+        co_await finish(client, cfg, move_target, *pending);
+        synced = true;
+      }
+      pending = start_commit(executor, id, folder, uidvalidity, start.resync, batch.back(), fetched);
+    }
+    if (pending) {
+      co_await finish(client, cfg, move_target, *pending);
       synced = true;
-      spdlog::info("event=mailbox_batch mailbox={} fetched={} stored={} last_uid={}", id, fetched->size(), stored, batch.back());
-      // Acknowledge the source only now that the batch is committed.
-      std::vector<std::uint32_t> done;
-      for (const auto& m : *fetched) done.push_back(m.uid);
-      if (cfg.after_import == "seen") co_await client.mark_seen(done);
-      if (cfg.after_import == "move") co_await client.move(done, move_target);
-      if (cfg.after_import == "delete") co_await client.remove(done);
     }
     if (uids.empty()) {
       auto touch = store_transact(s.store, [id](pqxx::work& tx) { tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id); });
