@@ -6,6 +6,7 @@
 
 #include "rules/address.hpp"
 #include "store/run.hpp"
+#include "store/sql.hpp"
 #include "util/crypto.hpp"
 
 namespace mailgate {
@@ -294,14 +295,7 @@ HttpResponse page_response(json::array items, const Page& page, const std::funct
   return json_response(200, json::object{{"items", std::move(items)}, {"next_cursor", next}});
 }
 
-std::vector<std::string> pg_text_array(const pqxx::field& f) {
-  std::vector<std::string> out;
-  if (f.is_null()) return out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value) out.push_back(value);
-  return out;
-}
+std::vector<std::string> pg_text_array(const pqxx::field& f) { return sql_text_list(f); }
 
 json::array json_text_array(const pqxx::field& f) {
   json::array out;

@@ -1,5 +1,6 @@
 #include "daemon/mailbox_sync.hpp"
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -361,7 +362,8 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     std::shared_ptr<BatchCommit> pending;
     for (const auto& batch : batch_uids(uids, static_cast<std::size_t>(s.config.imap.batch_size))) {
       auto fetched = std::make_shared<std::vector<imap::FetchedMessage>>();
-      co_await client.fetch(batch.front(), batch.back(), [&](imap::FetchedMessage&& m) { fetched->push_back(std::move(m)); });
+      const std::function<void(imap::FetchedMessage&&)> keep = [fetched](imap::FetchedMessage&& m) { fetched->push_back(std::move(m)); };
+      co_await client.fetch(batch.front(), batch.back(), keep);  // named: see store/run.hpp on GCC 12
       if (pending) {
         co_await finish(client, cfg, move_target, *pending);
         synced = true;

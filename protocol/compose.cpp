@@ -1,27 +1,13 @@
 #include "protocol/compose.hpp"
 
-#include <gmime/gmime.h>
-
-#include <memory>
-#include <mutex>
+#include "protocol/gmime_util.hpp"
 
 namespace mailgate {
 
 namespace {
 
-void init_gmime() {
-  static std::once_flag once;
-  std::call_once(once, [] { g_mime_init(); });
-}
-
 template <class T>
-struct Unref {
-  void operator()(T* p) const {
-    if (p) g_object_unref(p);
-  }
-};
-template <class T>
-using Ptr = std::unique_ptr<T, Unref<T>>;
+using Ptr = gmime::Ptr<T>;
 
 void check_header(const std::string& field, const std::string& value) {
   if (value.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
@@ -76,7 +62,7 @@ GMimePart* attachment_part(const OutgoingAttachment& a, std::size_t i) {
 }  // namespace
 
 std::string compose_message(const OutgoingMessage& m) {
-  init_gmime();
+  gmime::init();
   check_address("from", m.from);
   if (m.reply_to) check_address("reply_to", *m.reply_to);
   check_header("subject", m.subject);

@@ -1,29 +1,15 @@
 #include "protocol/mime.hpp"
 
-#include <gmime/gmime.h>
-
-#include <memory>
-#include <mutex>
-
+#include "protocol/gmime_util.hpp"
 #include "util/crypto.hpp"
 
 namespace mailgate {
 
 namespace {
 
-void init_gmime() {
-  static std::once_flag once;
-  std::call_once(once, [] { g_mime_init(); });
-}
-
+using gmime::init;
 template <class T>
-struct GUnref {
-  void operator()(T* p) const {
-    if (p) g_object_unref(p);
-  }
-};
-template <class T>
-using GPtr = std::unique_ptr<T, GUnref<T>>;
+using GPtr = gmime::Ptr<T>;
 
 std::string valid_utf8(const char* s, gssize len = -1) {
   if (!s) return {};
@@ -146,7 +132,7 @@ void visit(GMimeObject* parent, GMimeObject* part, gpointer user) {
 }  // namespace
 
 ParsedMessage parse_message(std::string_view raw) {
-  init_gmime();
+  init();
   ParsedMessage out;
   out.sha256_hex = sha256_hex(raw);
   GMimeParserOptions* options = g_mime_parser_options_new();

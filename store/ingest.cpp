@@ -6,6 +6,7 @@
 #include <pqxx/pqxx>
 
 #include "rules/address.hpp"
+#include "store/sql.hpp"
 
 namespace mailgate {
 
@@ -17,19 +18,6 @@ constexpr const char* kFindByContent = "SELECT id FROM messages WHERE mailbox_id
 // Contacts by address match key. The contacts schema keeps one row per address.
 constexpr const char* kContactsByAddress =
     "SELECT e.email_match_key, e.contact_id FROM contact_emails e WHERE e.email_match_key = ANY($1::text[])";
-
-std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    out += i ? ",\"" : "\"";
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-    out += "\"";
-  }
-  return out + "}";
-}
 
 boost::json::array addresses_json(const std::vector<MailAddress>& list) {
   boost::json::array a;
@@ -81,7 +69,7 @@ IngestOutcome ingest_message(pqxx::dbtransaction& tx, const InboundMessage& in, 
                          "$16::text[], $17, nullif($18, '')) RETURNING id",
                          in.mailbox_id, in.source, in.source_key, in.folder, pqxx::binarystring(in.raw), parsed.sha256_hex,
                          static_cast<std::int64_t>(in.raw.size()), parsed.message_id, date, parsed.subject, from_name, from_address,
-                         boost::json::serialize(addresses), parsed.text_body, parsed.html_body, text_array(parsed.warnings),
+                         boost::json::serialize(addresses), parsed.text_body, parsed.html_body, sql_text_array(parsed.warnings),
                          in.transport_tls, in.peer_address)[0]
                        .as<std::int64_t>();
 
@@ -100,11 +88,11 @@ IngestOutcome ingest_message(pqxx::dbtransaction& tx, const InboundMessage& in, 
     if (auto n = normalize_email(a); std::holds_alternative<std::string>(n)) keys.push_back(email_match_key(std::get<std::string>(n)));
   if (!keys.empty())
     tx.exec_params("INSERT INTO message_addresses (message_id, match_key) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-                   out.message_id, text_array(keys));
+                   out.message_id, sql_text_array(keys));
   const auto linkable = linkable_addresses(parsed.linkable_addresses(), policy);
   if (!linkable.empty()) {
     std::map<std::string, std::set<std::int64_t>> by_address;
-    for (const auto& r : tx.exec_params(kContactsByAddress, text_array(linkable)))
+    for (const auto& r : tx.exec_params(kContactsByAddress, sql_text_array(linkable)))
       by_address[r[0].as<std::string>()].insert(r[1].as<std::int64_t>());
     out.contacts = link_contacts(parsed.linkable_addresses(), policy, by_address);
     for (auto contact : out.contacts)

@@ -15,15 +15,6 @@ namespace mailgate {
 
 namespace {
 
-std::vector<std::string> text_array(const pqxx::field& f) {
-  std::vector<std::string> out;
-  if (f.is_null()) return out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value) out.push_back(value);
-  return out;
-}
-
 std::vector<MailAddress> plain_addresses(const std::vector<std::string>& list) {
   std::vector<MailAddress> out;
   for (const auto& a : list) out.push_back({"", a});
@@ -109,9 +100,9 @@ OutboxRow outbox_load(pqxx::dbtransaction& tx, std::int64_t id) {
   auto& m = row.message;
   m.from = {r[3].as<std::string>(), r[2].as<std::string>()};
   if (!r[4].is_null()) m.reply_to = MailAddress{"", r[4].as<std::string>()};
-  m.to = plain_addresses(text_array(r[5]));
-  m.cc = plain_addresses(text_array(r[6]));
-  row.bcc = text_array(r[7]);
+  m.to = plain_addresses(sql_text_list(r[5]));
+  m.cc = plain_addresses(sql_text_list(r[6]));
+  row.bcc = sql_text_list(r[7]);
   m.subject = r[8].as<std::string>();
   m.text_body = r[9].as<std::string>();
   m.html_body = r[10].as<std::string>();

@@ -11,6 +11,7 @@
 
 #include "protocol/imap_client.hpp"
 #include "protocol/imap_parser.hpp"
+#include "tests/support/run_coroutine.hpp"
 #include "tests/support/dovecot.hpp"
 
 namespace mailgate::imap {
@@ -21,11 +22,7 @@ using namespace std::chrono_literals;
 
 template <class F>
 auto run(F body) {
-  asio::io_context io;
-  auto strand = asio::make_strand(io);
-  auto future = asio::co_spawn(strand, body(strand), asio::use_future);
-  io.run();
-  return future.get();
+  return test::run_coroutine(body);
 }
 
 std::string message(int i, std::size_t body_size = 100) {

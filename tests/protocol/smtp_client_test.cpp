@@ -9,6 +9,7 @@
 #include <boost/asio/use_future.hpp>
 
 #include "protocol/smtp_client.hpp"
+#include "tests/support/run_coroutine.hpp"
 #include "tests/support/smtp_servers.hpp"
 
 namespace mailgate::smtp {
@@ -19,11 +20,7 @@ using namespace std::chrono_literals;
 
 template <class F>
 auto run(F body) {
-  asio::io_context io;
-  auto strand = asio::make_strand(io);
-  auto future = asio::co_spawn(strand, body(strand), asio::use_future);
-  io.run();
-  return future.get();
+  return test::run_coroutine(body);
 }
 
 std::string message(int i, const std::string& extra_body = "") {
