@@ -186,7 +186,10 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
               spdlog::error("event=outbox_connection_crashed mailbox={} reason=\"{}\"", id, x.what());
             }
           }
-          asio::post(self->strand, [self, id] { --self->connections[id]; });
+          asio::post(self->strand, [self, id] {
+            --self->connections[id];
+            self->timer.cancel();  // look again now: more rows may be waiting for a connection
+          });
         });
       }
     }
@@ -255,11 +258,12 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     for (; next < ids.size() && !stopping && client->usable(); ++next) {
       const auto id = ids[next];
       if (ready.empty()) {
-        // One transaction renews the lease of every row still to go and prepares the next few
-        // (at most kPrepareRows rows or about kPrepareBytes): a round trip per chunk, not per row.
+        // One transaction prepares the next few rows (at most kPrepareRows or about kPrepareBytes)
+        // and, when a third of the lease has passed, renews the lease of every row still to go.
         const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
-        auto load = store_transact(s.store, [remaining, lease](pqxx::work& tx) {
-          outbox_extend(tx, remaining, lease);
+        const bool renew = std::chrono::steady_clock::now() - renewed > lease / 3;  // the claim set the first lease
+        auto load = store_transact(s.store, [remaining, lease, renew](pqxx::work& tx) {
+          if (renew) outbox_extend(tx, remaining, lease);
           std::vector<std::shared_ptr<Prepared>> out;
           std::size_t bytes = 0;
           for (std::size_t i = 0; i < remaining.size() && i < kPrepareRows && bytes < kPrepareBytes; ++i) {
@@ -270,7 +274,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
         });
         auto chunk = co_await std::move(load);
         for (auto& p : chunk) ready.push_back(std::move(p));
-        renewed = std::chrono::steady_clock::now();
+        if (renew) renewed = std::chrono::steady_clock::now();
       } else if (std::chrono::steady_clock::now() - renewed > lease / 3) {  // a slow server: keep the lease alive
         const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
         auto extend = store_transact(s.store, [remaining, lease](pqxx::work& tx) { outbox_extend(tx, remaining, lease); });

@@ -1,6 +1,8 @@
 #include "protocol/connection.hpp"
 
 #include <array>
+#include <map>
+#include <mutex>
 
 #include <openssl/ssl.h>
 
@@ -23,17 +25,32 @@ using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
 struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
-  Impl(asio::any_io_executor ex, Endpoint ep) : ex(ex), ep(std::move(ep)), ctx(ssl::context::tls_client), watchdog(ex) {
-    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                    ssl::context::no_tlsv1_1);
-    ctx.set_default_verify_paths();
-    if (!this->ep.ca_file.empty()) ctx.load_verify_file(this->ep.ca_file);
-    stream = std::make_unique<ssl::stream<tcp::socket>>(ex, ctx);
+  Impl(asio::any_io_executor ex, Endpoint ep) : ex(ex), ep(std::move(ep)), ctx(context_for(this->ep)), watchdog(ex) {
+    stream = std::make_unique<ssl::stream<tcp::socket>>(ex, *ctx);
+  }
+
+  // One TLS context per CA file for the life of the process: loading the system's trust store
+  // costs ~35 ms of CPU, too much for every connection. Plain connections get one without it.
+  static std::shared_ptr<ssl::context> context_for(const Endpoint& ep) {
+    static std::mutex mutex;
+    static std::map<std::string, std::shared_ptr<ssl::context>> contexts;
+    const std::string key = ep.security == "plain" ? std::string("\0plain", 6) : ep.ca_file;
+    std::lock_guard lock(mutex);
+    if (auto found = contexts.find(key); found != contexts.end()) return found->second;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                     ssl::context::no_tlsv1_1);
+    if (ep.security != "plain") {
+      ctx->set_default_verify_paths();
+      if (!ep.ca_file.empty()) ctx->load_verify_file(ep.ca_file);  // throws for a bad file: nothing is kept
+    }
+    contexts.emplace(key, ctx);
+    return ctx;
   }
 
   asio::any_io_executor ex;
   Endpoint ep;
-  ssl::context ctx;
+  std::shared_ptr<ssl::context> ctx;
   std::unique_ptr<ssl::stream<tcp::socket>> stream;
   asio::steady_timer watchdog;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
