@@ -310,6 +310,11 @@ json::array json_id_array(const pqxx::field& f) {
 }
 
 json::value json_nullable_id(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.as<std::int64_t>()); }
+json::value json_nullable_text(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.c_str()); }
+
+std::string sql_iso_time(const std::string& column) {
+  return "to_char(" + column + " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+}
 
 HttpResponse json_response(int status, const json::value& v) { return HttpResponse::json(status, json::serialize(v)); }
 

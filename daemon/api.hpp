@@ -147,6 +147,9 @@ std::vector<std::string> pg_text_array(const pqxx::field& f);  // a text[] colum
 boost::json::array json_text_array(const pqxx::field& f);
 boost::json::array json_id_array(const pqxx::field& f);        // a bigint[] column
 boost::json::value json_nullable_id(const pqxx::field& f);
+boost::json::value json_nullable_text(const pqxx::field& f);
+// SQL that renders a timestamptz column as ISO 8601 UTC ("2026-11-24T10:00:00Z").
+std::string sql_iso_time(const std::string& column);
 
 // --- responses and audit -------------------------------------------------------------------
 

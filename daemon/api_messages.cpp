@@ -41,20 +41,14 @@ namespace {
 const std::set<std::string> kFolders = {"inbox", "concept", "sent", "removed"};
 const std::set<std::string> kStatuses = {"unread", "read", "in_progress", "urgent", "closed"};
 
-constexpr const char* kIso = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
-
-std::string iso(const std::string& column) { return "to_char(" + column + " AT TIME ZONE 'UTC', " + kIso + ")"; }
-
 // Columns of a list item; the full message adds kDetailColumns.
 const std::string kSummaryColumns =
-    "m.id, m.mailbox_id, m.source, m.folder, m.status, m.subject, m.from_name, m.from_address, " + iso("m.sent_at") + ", " +
-    iso("m.received_at") + ", m.raw_size, m.responsible_user_id, m.responsible_team, m.parse_warnings, " + iso("m.removed_at") +
+    "m.id, m.mailbox_id, m.source, m.folder, m.status, m.subject, m.from_name, m.from_address, " + sql_iso_time("m.sent_at") + ", " +
+    sql_iso_time("m.received_at") + ", m.raw_size, m.responsible_user_id, m.responsible_team, m.parse_warnings, " + sql_iso_time("m.removed_at") +
     ", (SELECT count(*) FROM attachments a WHERE a.message_id = m.id AND NOT a.inline_part), "
     "coalesce((SELECT array_agg(contact_id ORDER BY contact_id) FROM message_contacts l WHERE l.message_id = m.id), '{}')";
 const std::string kDetailColumns =
     ", m.header_message_id, m.raw_sha256, m.addresses::text, m.text_body, m.html_body, m.transport_tls, m.peer_address";
-
-json::value nullable_text(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.c_str()); }
 
 json::object summary_json(const pqxx::row& r) {
   return json::object{{"id", r[0].as<std::int64_t>()},
@@ -64,13 +58,13 @@ json::object summary_json(const pqxx::row& r) {
                       {"status", r[4].c_str()},
                       {"subject", r[5].c_str()},
                       {"from", json::object{{"name", r[6].c_str()}, {"address", r[7].c_str()}}},
-                      {"sent_at", nullable_text(r[8])},
+                      {"sent_at", json_nullable_text(r[8])},
                       {"received_at", r[9].c_str()},
                       {"size", r[10].as<std::int64_t>()},
                       {"responsible_user_id", json_nullable_id(r[11])},
-                      {"responsible_team", nullable_text(r[12])},
+                      {"responsible_team", json_nullable_text(r[12])},
                       {"warnings", json_text_array(r[13])},
-                      {"removed_at", nullable_text(r[14])},
+                      {"removed_at", json_nullable_text(r[14])},
                       {"attachment_count", r[15].as<std::int64_t>()},
                       {"contacts", json_id_array(r[16])}};
 }
@@ -95,7 +89,7 @@ json::object lock_state(pqxx::work& tx, std::int64_t id, const Principal& p) {
   return json::object{{"folder", r[0][0].c_str()},
                       {"status", r[0][1].c_str()},
                       {"responsible_user_id", json_nullable_id(r[0][2])},
-                      {"responsible_team", nullable_text(r[0][3])},
+                      {"responsible_team", json_nullable_text(r[0][3])},
                       {"source", r[0][4].c_str()}};
 }
 
@@ -114,7 +108,7 @@ json::object load_message(pqxx::work& tx, std::int64_t id, const Principal& p) {
   m["text_body"] = row[20].c_str();
   m["html_body"] = row[21].c_str();
   m["transport_tls"] = row[22].is_null() ? json::value(nullptr) : json::value(row[22].as<bool>());
-  m["peer_address"] = nullable_text(row[23]);
+  m["peer_address"] = json_nullable_text(row[23]);
   json::array attachments;
   for (const auto& a : tx.exec_params(
            "SELECT id, filename, content_type, content_id, inline_part, size, sha256 FROM attachments WHERE message_id = $1 ORDER BY position",
@@ -129,7 +123,7 @@ json::object load_message(pqxx::work& tx, std::int64_t id, const Principal& p) {
   m["attachments"] = std::move(attachments);
   json::array links;
   for (const auto& l : tx.exec_params(
-           "SELECT l.contact_id, l.linked_by, " + iso("l.linked_at") +
+           "SELECT l.contact_id, l.linked_by, " + sql_iso_time("l.linked_at") +
                ", CASE WHEN c.type = 'organisation' THEN c.organisation_name "
                "ELSE concat_ws(' ', nullif(c.first_name, ''), nullif(c.infix, ''), nullif(c.last_name, '')) END "
                "FROM message_contacts l JOIN contacts c ON c.id = l.contact_id WHERE l.message_id = $1 ORDER BY l.contact_id",

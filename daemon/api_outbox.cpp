@@ -47,15 +47,10 @@ namespace {
 constexpr std::size_t kMaxRecipients = 100;
 constexpr std::size_t kMaxAttachmentBytes = 25 << 20;
 
-const std::string kIso = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
-std::string iso(const std::string& c) { return "to_char(" + c + " AT TIME ZONE 'UTC', " + kIso + ")"; }
-
 const std::string kOutboxColumns =
     "o.id, o.kind, o.state, o.mailbox_id, coalesce(o.from_address, ''), o.to_addresses, o.cc_addresses, o.bcc_addresses, o.subject, "
-    "o.message_id, o.attempts, " + iso("o.next_attempt_at") + ", o.last_error, o.failed_step, o.refused::text, " + iso("o.created_at") +
-    ", " + iso("o.sent_at") + ", o.contact_id, o.administration_id, o.template_id, o.created_by, o.sent_message_id, o.cause_entity, o.cause_id";
-
-json::value nullable_text(const pqxx::field& f) { return f.is_null() ? json::value(nullptr) : json::value(f.c_str()); }
+    "o.message_id, o.attempts, " + sql_iso_time("o.next_attempt_at") + ", o.last_error, o.failed_step, o.refused::text, " + sql_iso_time("o.created_at") +
+    ", " + sql_iso_time("o.sent_at") + ", o.contact_id, o.administration_id, o.template_id, o.created_by, o.sent_message_id, o.cause_entity, o.cause_id";
 
 json::object outbox_json(const pqxx::row& r) {
   const std::string state = r[2].c_str();
@@ -71,11 +66,11 @@ json::object outbox_json(const pqxx::row& r) {
                       {"message_id", r[9].c_str()},
                       {"attempts", r[10].as<std::int64_t>()},
                       {"next_attempt_at", state == "queued" || state == "retrying" ? json::value(r[11].c_str()) : json::value(nullptr)},
-                      {"last_error", nullable_text(r[12])},
-                      {"failed_step", nullable_text(r[13])},
+                      {"last_error", json_nullable_text(r[12])},
+                      {"failed_step", json_nullable_text(r[13])},
                       {"refused", json::parse(r[14].c_str())},
                       {"created_at", r[15].c_str()},
-                      {"sent_at", nullable_text(r[16])},
+                      {"sent_at", json_nullable_text(r[16])},
                       {"contact_id", json_nullable_id(r[17])},
                       {"administration_id", json_nullable_id(r[18])},
                       {"template_id", json_nullable_id(r[19])},

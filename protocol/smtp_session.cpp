@@ -219,7 +219,7 @@ std::optional<Event> Session::command(const std::string& line) {
     return reply(354, "", "End data with <CR><LF>.<CR><LF>");
   }
   if (verb == "AUTH" || verb == "BDAT" || verb == "EXPN" || verb == "ETRN" || verb == "TURN")
-    return reply(502, "5.5.1", verb + " is not implemented");
+    return reply(502, "5.5.1", verb + " is not offered by this server");
   return syntax_error("5.5.2", "Command not recognized");
 }
 

@@ -241,6 +241,17 @@ TEST_F(Outbox, AUsersDefaultSenderIsUsedWhenLinkedToThem) {
   EXPECT_EQ(server.received()[0].from, "leden@coop.nl");
 }
 
+TEST_F(Outbox, TheMailboxsBccToSelf) {
+  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"bcc_self": true})").status, 200);
+  auto r = send(R"({"to": ["jan@example.nl"], "subject": "Met kopie", "text": "x"})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(r.json.at("bcc").as_array().size(), 1u) << r.body;
+  ASSERT_TRUE(eventually([&] { return server.received().size() == 1; }, 15s)) << api.daemon().log();
+  EXPECT_EQ(server.received()[0].to, (std::vector<std::string>{"jan@example.nl", "info@coop.nl"}));
+  EXPECT_EQ(parse_message(server.received()[0].raw).cc.size(), 0u);
+  EXPECT_EQ(server.received()[0].raw.find("Bcc:"), std::string::npos);
+}
+
 class OutboxFailures : public Outbox {
  protected:
   OutboxFailures() : Outbox({.fail_first = 1, .reject = {"weg@example.nl"}}) {}
@@ -273,22 +284,24 @@ TEST_F(OutboxFailures, TransientIsRetriedPermanentFailsWithTheReply) {
 class OutboxPlain : public Outbox {
  protected:
   OutboxPlain() : Outbox({}, "") {}
+  // n rows queued in one transaction, as a mailing queues them.
+  void queue_rows(int n, const std::string& tag) {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
+        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<' || $3 || '-' || n || '@coop.nl>' "
+        "FROM generate_series(1, $2) n",
+        mailbox, n, tag);
+    tx.commit();
+  }
 };
 
 TEST_F(OutboxPlain, AtMostTwentyPerConnectionAndNothingLostWhenKilled) {
   // 500 rows queued at once (one transaction, as a mailing would), then the daemon is killed
   // while it sends them, and started again. (The per-minute limit is lifted for this.)
   ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"send_max_per_minute": 100000})").status, 200);
-  {
-    pqxx::connection c(api.database_url());
-    pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
-        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<bulk-' || n || '@coop.nl>' "
-        "FROM generate_series(1, 500) n",
-        mailbox);
-    tx.commit();
-  }
+  queue_rows(500, "bulk");
   ASSERT_TRUE(eventually([&] { return server.received().size() >= 60; }, 30s)) << api.daemon().log();
   ASSERT_EQ(api.daemon().stop(SIGKILL), 128 + SIGKILL);
   const auto at_kill = server.received().size();
@@ -314,16 +327,7 @@ TEST_F(OutboxPlain, AtMostTwentyPerConnectionAndNothingLostWhenKilled) {
 
 TEST_F(OutboxPlain, PerMinuteLimitHoldsTheRest) {
   ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"send_max_per_minute": 5})").status, 200);
-  {
-    pqxx::connection c(api.database_url());
-    pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
-        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud', '<rate-' || n || '@coop.nl>' "
-        "FROM generate_series(1, 8) n",
-        mailbox);
-    tx.commit();
-  }
+  queue_rows(8, "rate");
   ASSERT_TRUE(eventually([&] { return server.received().size() == 5; }, 10s)) << api.daemon().log();
   std::this_thread::sleep_for(2s);
   EXPECT_EQ(server.received().size(), 5u) << "the other three wait for the next minute";
