@@ -111,7 +111,11 @@ OutboxRow outbox_load(pqxx::dbtransaction& tx, std::int64_t id) {
   m.date = r[12].as<std::int64_t>();
   if (!r[13].is_null()) row.raw = pqxx::binarystring(r[13]).str();
   const std::string kind = r[14].as<std::string>();
-  if (kind != "message") m.extra_headers.push_back({"Auto-Submitted", "auto-generated"});  // RFC 3834: no auto-replies to these
+  // RFC 3834: no auto-replies to these. A trusted receiver's mails answer a supplier's message.
+  if (kind.rfind("receiver_", 0) == 0)
+    m.extra_headers.push_back({"Auto-Submitted", "auto-replied"});
+  else if (kind != "message")
+    m.extra_headers.push_back({"Auto-Submitted", "auto-generated"});
   for (const auto& a : tx.exec_params("SELECT filename, content_type, data FROM outbox_attachments WHERE outbox_id = $1 ORDER BY position", id))
     m.attachments.push_back({a[0].as<std::string>(), a[1].as<std::string>(), pqxx::binarystring(a[2]).str()});
   return row;
