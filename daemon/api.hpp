@@ -82,6 +82,7 @@ void register_contact_routes(Api& api);         // api_contacts.cpp: contacts an
 void register_administration_routes(Api& api);  // api_administrations.cpp: administrations, templates, products, orders
 void register_message_routes(Api& api);         // api_messages.cpp: stored mail, its handling, links and downloads
 void register_outbox_routes(Api& api);          // api_outbox.cpp: sending mail, templates, group mailings, the outbox
+void register_receiver_routes(Api& api);        // api_receivers.cpp: trusted receivers, administration members
 
 // --- request input -------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 // /api/v1/messages: the mail every source stored (store/ingest.hpp), as CRM staff handle it.
 //
 // - Who sees what: admins and API keys with the read scope see every message; other users see
-//   the messages of the mailboxes linked to them (PUT /mailboxes/{id}/users) and the messages
-//   that came in without a mailbox (trusted receivers). A message one may not see is a 404.
+//   the messages of the mailboxes linked to them (PUT /mailboxes/{id}/users), the messages a
+//   trusted receiver took for an administration they are a member of (PUT
+//   /administrations/{id}/members), and messages with neither. A message one may not see is a 404.
 // - Lists are newest first (by id) with the usual limit/cursor paging; filters: mailbox_id,
-//   contact_id, unlinked, folder (default: every folder but "removed"), status, q (subject or
-//   sender), since/until (received time, ISO 8601). Also /mailboxes/{id}/messages and
-//   /contacts/{id}/messages.
+//   contact_id, receiver_id, unlinked, folder (default: every folder but "removed"), status, q (subject or
+//   sender), since/until (received time, ISO 8601). Also /mailboxes/{id}/messages,
+//   /contacts/{id}/messages and /receivers/{id}/messages. A received message also shows its
+//   sender-authentication verdicts (auth, authentication_results) and envelope sender.
 // - Handling (as in Econobis): folder inbox | concept | sent | removed, status unread | read |
 //   in_progress | urgent | closed, a responsible user or team. An incoming message lives in
 //   inbox or removed; concept and sent hold mail written here. Removing is a soft delete:
@@ -48,7 +50,8 @@ const std::string kSummaryColumns =
     ", (SELECT count(*) FROM attachments a WHERE a.message_id = m.id AND NOT a.inline_part), "
     "coalesce((SELECT array_agg(contact_id ORDER BY contact_id) FROM message_contacts l WHERE l.message_id = m.id), '{}')";
 const std::string kDetailColumns =
-    ", m.header_message_id, m.raw_sha256, m.addresses::text, m.text_body, m.html_body, m.transport_tls, m.peer_address";
+    ", m.header_message_id, m.raw_sha256, m.addresses::text, m.text_body, m.html_body, m.transport_tls, m.peer_address, "
+    "m.receiver_id, m.envelope_from, m.authentication_results, m.auth::text";
 
 json::object summary_json(const pqxx::row& r) {
   return json::object{{"id", r[0].as<std::int64_t>()},
@@ -72,8 +75,11 @@ json::object summary_json(const pqxx::row& r) {
 // The SQL condition that limits `messages m` to what the principal may see.
 std::string visible_sql(const Principal& p, SqlBuilder& sql) {
   if (p.is_admin() || p.kind == "api_key") return "true";
-  return "(m.mailbox_id IS NULL OR EXISTS (SELECT 1 FROM mailbox_users mu WHERE mu.mailbox_id = m.mailbox_id AND mu.user_id = " +
-         sql.param(std::to_string(p.id)) + "::bigint))";
+  const std::string user = sql.param(std::to_string(p.id)) + "::bigint";
+  return "(m.mailbox_id IS NULL AND m.receiver_id IS NULL) "
+         "OR EXISTS (SELECT 1 FROM mailbox_users mu WHERE mu.mailbox_id = m.mailbox_id AND mu.user_id = " + user + ") "
+         "OR EXISTS (SELECT 1 FROM receivers r JOIN administration_members am ON am.administration_id = r.administration_id "
+         "WHERE r.id = m.receiver_id AND am.user_id = " + user + ")";
 }
 
 // Locks and returns the message row's handling state, or 404 when it does not exist or is not
@@ -109,6 +115,10 @@ json::object load_message(pqxx::work& tx, std::int64_t id, const Principal& p) {
   m["html_body"] = row[21].c_str();
   m["transport_tls"] = row[22].is_null() ? json::value(nullptr) : json::value(row[22].as<bool>());
   m["peer_address"] = json_nullable_text(row[23]);
+  m["receiver_id"] = json_nullable_id(row[24]);
+  m["envelope_from"] = json_nullable_text(row[25]);
+  m["authentication_results"] = json_nullable_text(row[26]);
+  m["auth"] = row[27].is_null() ? json::value(nullptr) : json::parse(row[27].c_str());
   json::array attachments;
   for (const auto& a : tx.exec_params(
            "SELECT id, filename, content_type, content_id, inline_part, size, sha256 FROM attachments WHERE message_id = $1 ORDER BY position",
@@ -138,7 +148,7 @@ json::object load_message(pqxx::work& tx, std::int64_t id, const Principal& p) {
 
 // The filters of a message list, read from the query string.
 struct ListFilter {
-  std::int64_t mailbox_id = 0, contact_id = 0;
+  std::int64_t mailbox_id = 0, contact_id = 0, receiver_id = 0;
   std::string unlinked, folder, status, q, since, until;
 };
 
@@ -146,6 +156,7 @@ ListFilter read_filter(const HttpRequest& req) {
   ListFilter f;
   f.mailbox_id = query_id(req, "mailbox_id");
   f.contact_id = query_id(req, "contact_id");
+  f.receiver_id = query_id(req, "receiver_id");
   f.unlinked = query_bool(req, "unlinked");
   f.folder = query_param(req, "folder");
   if (!f.folder.empty() && !kFolders.count(f.folder)) invalid("folder", "folder must be one of inbox, concept, sent, removed");
@@ -163,6 +174,7 @@ json::array list_messages(pqxx::work& tx, const ListFilter& f, const Page& page,
   std::vector<std::string> where{visible_sql(p, sql)};
   if (page.after_id) where.push_back("m.id < " + sql.param(std::to_string(page.after_id)) + "::bigint");
   if (f.mailbox_id) where.push_back("m.mailbox_id = " + sql.param(std::to_string(f.mailbox_id)) + "::bigint");
+  if (f.receiver_id) where.push_back("m.receiver_id = " + sql.param(std::to_string(f.receiver_id)) + "::bigint");
   if (f.contact_id)
     where.push_back("EXISTS (SELECT 1 FROM message_contacts l WHERE l.message_id = m.id AND l.contact_id = " +
                     sql.param(std::to_string(f.contact_id)) + "::bigint)");
@@ -242,15 +254,15 @@ void register_message_routes(Api& api) {
     co_return page_of_messages(co_await std::move(op), page);
   });
 
-  for (const std::string owner : {"mailboxes", "contacts"}) {
+  for (const std::string owner : {"mailboxes", "contacts", "receivers"}) {
     api.add("GET", "/api/v1/" + owner + "/{id}/messages", kRead, [&s, owner](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {
       const auto id = path_id(req);
       const Page page = page_of(req);
       ListFilter f = read_filter(req);
-      (owner == "mailboxes" ? f.mailbox_id : f.contact_id) = id;
+      (owner == "mailboxes" ? f.mailbox_id : owner == "contacts" ? f.contact_id : f.receiver_id) = id;
       auto op = store_transact(s.store, [f, page, p, owner, id](pqxx::work& tx) {
         if (tx.exec_params("SELECT 1 FROM " + owner + " WHERE id = $1", id).empty())
-          throw ApiError(404, "not_found", std::string(owner == "mailboxes" ? "no mailbox" : "no contact") + " with id " + std::to_string(id));
+          throw ApiError(404, "not_found", "no " + owner.substr(0, owner.size() - 1) + " with id " + std::to_string(id));
         return list_messages(tx, f, page, p);
       });
       co_return page_of_messages(co_await std::move(op), page);

@@ -19,6 +19,7 @@ void register_api_routes(Api& api) {
   register_administration_routes(api);
   register_message_routes(api);
   register_outbox_routes(api);
+  register_receiver_routes(api);
 }
 
 json::object openapi_document() {

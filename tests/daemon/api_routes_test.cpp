@@ -96,6 +96,13 @@ const std::map<std::string, std::string> kExpected = {
     {"POST /api/v1/outbox/{id}/retry", kMailSend},
     {"POST /api/v1/outbox/{id}/cancel", kMailSend},
     {"POST /api/v1/mailboxes/{id}/test", kAdmin},
+    {"GET /api/v1/receivers", kRead},
+    {"GET /api/v1/receivers/{id}", kRead},
+    {"POST /api/v1/receivers", kAdmin},
+    {"PATCH /api/v1/receivers/{id}", kAdmin},
+    {"GET /api/v1/receivers/{id}/messages", kRead},
+    {"GET /api/v1/administrations/{id}/members", kRead},
+    {"PUT /api/v1/administrations/{id}/members", kAdmin},
 };
 
 // The routes as registered by the real registration code, without a running daemon.

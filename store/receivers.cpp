@@ -1,0 +1,188 @@
+// store/receivers: see the header. The mails written here are plain text, Dutch first (the
+// suppliers and members are Dutch organisations) with an English line.
+#include "store/receivers.hpp"
+
+#include <pqxx/pqxx>
+
+#include "rules/address.hpp"
+#include "store/audit.hpp"
+#include "store/ingest.hpp"
+#include "store/outbox.hpp"
+#include "store/sql.hpp"
+
+namespace mailgate {
+
+namespace {
+
+constexpr const char* kReceiverColumns =
+    "r.id, r.administration_id, r.address, r.status, r.document_type, r.supplier_name, r.contact_email, a.name, "
+    "r.notify_members, r.require_tls, r.allow_unauthenticated, r.accepted_types, r.max_message_bytes";
+
+std::optional<Receiver> receiver_from(pqxx::dbtransaction& tx, const pqxx::result& res) {
+  if (res.empty()) return std::nullopt;
+  const auto& row = res[0];
+  Receiver r;
+  r.id = row[0].as<std::int64_t>();
+  r.administration_id = row[1].as<std::int64_t>();
+  r.address = row[2].as<std::string>();
+  r.status = row[3].as<std::string>();
+  r.document_type = row[4].as<std::string>();
+  r.supplier_name = row[5].as<std::string>();
+  r.contact_email = row[6].as<std::string>();
+  r.administration_name = row[7].as<std::string>();
+  r.notify_members = row[8].as<bool>();
+  r.rules.require_tls = row[9].as<bool>();
+  r.rules.allow_unauthenticated = row[10].as<bool>();
+  r.rules.accepted_types = sql_text_list(row[11]);
+  if (!row[12].is_null()) r.rules.max_message_bytes = row[12].as<std::int64_t>();
+  bool verified_users = false;
+  for (const auto& w : tx.exec_params("SELECT kind, value FROM receiver_whitelist WHERE receiver_id = $1 ORDER BY id", r.id)) {
+    r.rules.whitelist.push_back({w[0].as<std::string>(), w[1].as<std::string>()});
+    verified_users = verified_users || w[0].as<std::string>() == "verified_users";
+  }
+  if (verified_users)
+    for (const auto& u : tx.exec_params("SELECT lower(u.email) FROM administration_members m JOIN users u ON u.id = m.user_id "
+                                        "WHERE m.administration_id = $1 AND u.active",
+                                        r.administration_id))
+      r.rules.verified_user_addresses.insert(u[0].as<std::string>());
+  return r;
+}
+
+std::string domain_part(const std::string& address) { return address.substr(address.rfind('@') + 1); }
+
+// Automatic mails go out from the administration's sender mailbox (else the primary mailbox).
+OutboxRequest automatic_mail(pqxx::dbtransaction& tx, const Receiver& r, std::string kind) {
+  OutboxRequest m;
+  m.kind = std::move(kind);
+  auto a = tx.exec_params("SELECT sender_mailbox_id FROM administrations WHERE id = $1", r.administration_id);
+  if (!a.empty() && !a[0][0].is_null()) m.mailbox_id = a[0][0].as<std::int64_t>();
+  m.administration_id = r.administration_id;
+  m.cause_entity = "receiver";
+  m.cause_id = std::to_string(r.id);
+  return m;
+}
+
+std::string document_type_nl(const std::string& t) {
+  if (t == "purchase_invoice") return "inkoopfacturen";
+  if (t == "sales_invoice") return "verkoopfacturen";
+  if (t == "receipt") return "bonnen";
+  return "documenten";
+}
+
+void queue_rejection(pqxx::dbtransaction& tx, const Receiver& r, const Delivery& d, const std::string& reason) {
+  OutboxRequest m = automatic_mail(tx, r, "receiver_rejection");
+  m.to = {r.contact_email};
+  m.subject = "Niet verwerkt: " + (d.parsed.subject.empty() ? std::string("uw bericht") : d.parsed.subject);
+  m.text_body = "Beste " + (r.supplier_name.empty() ? std::string("leverancier") : r.supplier_name) + ",\n\n" +
+                "Uw bericht aan " + r.address + " (" + r.administration_name + ") is niet verwerkt.\n" +
+                "Reden: " + reason + "\n\n" +
+                "Afzender: " + d.facts.header_from + "\nOnderwerp: " + d.parsed.subject + "\n\n" +
+                "Your message to " + r.address + " was not processed: " + reason + "\n";
+  outbox_queue(tx, m, domain_part(r.address));
+}
+
+void queue_notifications(pqxx::dbtransaction& tx, const Receiver& r, const Delivery& d, std::int64_t message_id) {
+  auto members = tx.exec_params(
+      "SELECT u.email FROM administration_members m JOIN users u ON u.id = m.user_id WHERE m.administration_id = $1 AND u.active "
+      "ORDER BY u.id",
+      r.administration_id);
+  for (const auto& u : members) {
+    OutboxRequest m = automatic_mail(tx, r, "receiver_notification");
+    m.to = {u[0].as<std::string>()};
+    m.subject = "Ontvangen via " + r.address + ": " + d.parsed.subject;
+    std::string files;
+    for (const auto& a : d.parsed.attachments) files += "  - " + (a.filename.empty() ? a.content_type : a.filename) + "\n";
+    m.text_body = "Er is een bericht ontvangen voor " + r.administration_name + " (" + document_type_nl(r.document_type) + ").\n\n" +
+                  "Van: " + d.facts.header_from + "\nOnderwerp: " + d.parsed.subject + "\nBijlagen:\n" + files +
+                  "\nBericht " + std::to_string(message_id) + " in mailgate.\n";
+    outbox_queue(tx, m, domain_part(r.address));
+  }
+}
+
+}  // namespace
+
+std::optional<Receiver> receiver_find(pqxx::dbtransaction& tx, const std::string& address) {
+  const std::string q = std::string("SELECT ") + kReceiverColumns +
+                        " FROM receivers r JOIN administrations a ON a.id = r.administration_id WHERE r.address = lower($1)";
+  return receiver_from(tx, tx.exec_params(q, address));
+}
+
+std::optional<Receiver> receiver_load(pqxx::dbtransaction& tx, std::int64_t id) {
+  const std::string q = std::string("SELECT ") + kReceiverColumns +
+                        " FROM receivers r JOIN administrations a ON a.id = r.administration_id WHERE r.id = $1";
+  return receiver_from(tx, tx.exec_params(q, id));
+}
+
+DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int rejections_per_hour) {
+  DeliveryOutcome out;
+  // FOR UPDATE: the TLS latch and the rejection count stay right with concurrent deliveries.
+  tx.exec_params("SELECT 1 FROM receivers WHERE id = $1 FOR UPDATE", d.receiver_id);
+  const auto r = receiver_load(tx, d.receiver_id);
+  if (!r || r->status != "active") {
+    out.receiver_gone = true;
+    out.verdict.action = ReceiverVerdict::Action::reject_not_whitelisted;
+    out.verdict.code = 550;
+    out.verdict.enhanced = "5.1.1";
+    out.verdict.reason = "no such mailbox here";
+    return out;
+  }
+  out.verdict = judge_received_message(r->rules, d.facts);
+  using Action = ReceiverVerdict::Action;
+  if (out.verdict.action == Action::reject_rule) {
+    RejectionFacts f;
+    f.envelope_from = d.envelope_from;
+    f.auto_submitted = d.parsed.auto_submitted;
+    f.precedence = d.precedence;
+    f.list_headers = d.list_headers;
+    f.limit_per_hour = rejections_per_hour;
+    f.sent_last_hour = tx.exec_params1("SELECT count(*) FROM outbox WHERE kind = 'receiver_rejection' AND cause_id = $1 "
+                                       "AND created_at > now() - interval '1 hour'",
+                                       std::to_string(r->id))[0]
+                           .as<int>();
+    const auto decision = rejection_allowed(f);
+    if (decision.send) {
+      queue_rejection(tx, *r, d, out.verdict.reason);
+      out.rejection_queued = true;
+    } else {
+      out.rejection_skipped = decision.why_not;
+    }
+    return out;
+  }
+  if (out.verdict.action != Action::accept) return out;
+
+  InboundMessage in;
+  in.source = "smtp";
+  in.source_key = d.queue_id;
+  in.raw = d.raw;
+  in.transport_tls = d.tls;
+  in.peer_address = d.peer_address;
+  LinkPolicy policy;
+  policy.own_address = r->address;
+  const auto stored = ingest_message(tx, in, d.parsed, policy);
+  out.message_id = stored.message_id;
+  tx.exec_params("UPDATE messages SET receiver_id = $2, envelope_from = $3, authentication_results = $4, auth = $5::jsonb WHERE id = $1",
+                 stored.message_id, r->id, d.envelope_from, d.authentication_results, d.auth_json);
+  if (out.verdict.latch_tls) {
+    tx.exec_params("UPDATE receivers SET require_tls = true, updated_at = now() WHERE id = $1", r->id);
+    audit_write(tx, Actor{"daemon", std::nullopt, "smtp receiver"}, "receiver", std::to_string(r->id), "update",
+                {{"require_tls", "false", "true"},
+                 {"reason", std::nullopt, "first accepted delivery over TLS (message " + std::to_string(stored.message_id) + ")"}});
+  }
+  if (r->notify_members) queue_notifications(tx, *r, d, stored.message_id);
+  return out;
+}
+
+std::int64_t receiver_queue_invitation(pqxx::dbtransaction& tx, const Receiver& r) {
+  OutboxRequest m = automatic_mail(tx, r, "receiver_invitation");
+  m.to = {r.contact_email};
+  m.subject = "Uitnodiging: stuur uw " + document_type_nl(r.document_type) + " voor " + r.administration_name + " naar " + r.address;
+  m.text_body = "Beste " + (r.supplier_name.empty() ? std::string("leverancier") : r.supplier_name) + ",\n\n" +
+                r.administration_name + " vraagt u voortaan uw " + document_type_nl(r.document_type) + " te sturen naar:\n\n    " +
+                r.address + "\n\n" +
+                "Alleen berichten van afzenders die " + r.administration_name +
+                " heeft opgegeven worden verwerkt, met de documenten als bijlage (PDF of XML).\n\n" +
+                r.administration_name + " asks you to send your invoices to " + r.address + " from now on.\n";
+  return outbox_queue(tx, m, domain_part(r.address));
+}
+
+}  // namespace mailgate
