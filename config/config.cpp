@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <algorithm>
+#include <cctype>
 #include <limits>
 #include <optional>
 #include <set>
@@ -73,6 +74,24 @@ class Reader {
         out = *v;
       else
         problems_.add(n->source(), full(key), "must be a string");
+    }
+  }
+
+  void strings(std::string_view key, std::vector<std::string>& out) {
+    if (const toml::node* n = get(key, false)) {
+      const toml::array* a = n->as_array();
+      std::vector<std::string> values;
+      if (a)
+        for (const auto& item : *a) {
+          if (auto v = item.value<std::string>())
+            values.push_back(*v);
+          else
+            a = nullptr;
+        }
+      if (a)
+        out = std::move(values);
+      else
+        problems_.add(n->source(), full(key), "must be an array of strings");
     }
   }
 
@@ -219,6 +238,47 @@ void read_outbox(Reader r, OutboxConfig& c) {
   r.string("helo_name", c.helo_name);
 }
 
+// "host:port" or "[v6]:port"; the port is required.
+bool valid_listen_address(const std::string& s) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+  const std::string port = s.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) return false;
+  const std::string host = s.substr(0, colon);
+  return host.front() != '[' || host.back() == ']';
+}
+
+void read_smtp_receiver(Reader r, SmtpReceiverConfig& c) {
+  r.strings("listen", c.listen);
+  r.string("hostname", c.hostname);
+  r.string("receive_domain", c.receive_domain);
+  std::transform(c.receive_domain.begin(), c.receive_domain.end(), c.receive_domain.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  std::string cert, key;
+  r.string("tls_certificate", cert);
+  r.string("tls_key", key);
+  c.tls_certificate = cert;
+  c.tls_key = key;
+  r.integer("max_line_length", c.max_line_length, 1000, 1 << 20);
+  r.integer("max_recipients", c.max_recipients, 1, 10000);
+  r.integer("max_message_bytes", c.max_message_bytes, 1024, std::int64_t{1} << 31);
+  r.seconds("command_timeout_seconds", c.command_timeout, 1, 3600);
+  r.seconds("data_timeout_seconds", c.data_timeout, 1, 3600);
+  r.integer("max_sessions", c.max_sessions, 1, 100000);
+  r.integer("max_sessions_per_ip", c.max_sessions_per_ip, 1, 100000);
+  r.strings("dns_servers", c.dns_servers);
+  std::int64_t ms = c.dns_timeout.count();
+  r.integer("dns_timeout_ms", ms, 100, 60000);
+  c.dns_timeout = std::chrono::milliseconds(ms);
+  r.integer("auth_threads", c.auth_threads, 1, 64);
+  r.integer("rejections_per_hour", c.rejections_per_hour, 0, 1000);
+  for (const auto& a : c.listen)
+    if (!valid_listen_address(a)) r.invalid("listen", fmt::format("\"{}\" is not host:port", a));
+  if (!c.listen.empty() && c.receive_domain.empty()) r.invalid("receive_domain", "is required when listen is set");
+  if (c.receive_domain.find_first_of("@ \t\r\n") != std::string::npos) r.invalid("receive_domain", "must be a domain name");
+  if (c.tls_certificate.empty() != c.tls_key.empty()) r.invalid("tls_key", "tls_certificate and tls_key go together");
+}
+
 }  // namespace
 
 Config parse_config(std::string_view text, const std::filesystem::path& source_name) {
@@ -243,6 +303,7 @@ Config parse_config(std::string_view text, const std::filesystem::path& source_n
     read_imap(r.table("imap"), config.imap);
     read_messages(r.table("messages"), config.messages);
     read_outbox(r.table("outbox"), config.outbox);
+    read_smtp_receiver(r.table("smtp_receiver"), config.smtp_receiver);
   }
   if (!problems.list().empty()) throw ConfigError(std::move(problems.list()));
   return config;
@@ -258,6 +319,8 @@ Config load_config(const std::filesystem::path& file) {
   if (!c.secrets.key_file.empty() && c.secrets.key_file.is_relative())
     c.secrets.key_file = file.parent_path() / c.secrets.key_file;
   if (!c.tls.ca_file.empty() && c.tls.ca_file.is_relative()) c.tls.ca_file = file.parent_path() / c.tls.ca_file;
+  for (auto* p : {&c.smtp_receiver.tls_certificate, &c.smtp_receiver.tls_key})
+    if (!p->empty() && p->is_relative()) *p = file.parent_path() / *p;
   return c;
 }
 

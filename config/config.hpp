@@ -75,6 +75,26 @@ struct OutboxConfig {
   std::string helo_name;                      // EHLO name; default: the host name
 };
 
+// The trusted-receiver SMTP server (issue 6). Off unless `listen` names at least one address.
+struct SmtpReceiverConfig {
+  std::vector<std::string> listen;             // "127.0.0.1:25", "[::]:2525"
+  std::string hostname;                        // greeting, EHLO and Authentication-Results name; default: the host name
+  std::string receive_domain;                  // receivers' addresses are <slug>-<random>@receive_domain (required with listen)
+  std::filesystem::path tls_certificate;       // PEM chain; with tls_key: STARTTLS is offered
+  std::filesystem::path tls_key;
+  std::size_t max_line_length = 1000;          // data line, with CRLF (RFC 5321 4.5.3.1.6)
+  std::size_t max_recipients = 100;            // per message
+  std::size_t max_message_bytes = 25 << 20;    // SIZE
+  std::chrono::seconds command_timeout{300};   // waiting for a command (RFC 5321 4.5.3.2.7: 5 min)
+  std::chrono::seconds data_timeout{600};      // the whole DATA phase
+  int max_sessions = 500;                      // at once, in total
+  int max_sessions_per_ip = 20;                // at once, per client address
+  std::vector<std::string> dns_servers;        // for SPF, DKIM and DMARC; "ip" or "ip:port"; empty: /etc/resolv.conf
+  std::chrono::milliseconds dns_timeout{5000};
+  int auth_threads = 4;                        // threads running the (blocking) SPF/DKIM/DMARC checks
+  int rejections_per_hour = 5;                 // rejection mails per receiver (its supplier contact) per hour
+};
+
 struct Config {
   std::filesystem::path path;  // the file it came from
   DaemonConfig daemon;
@@ -86,6 +106,7 @@ struct Config {
   ImapConfig imap;
   MessagesConfig messages;
   OutboxConfig outbox;
+  SmtpReceiverConfig smtp_receiver;
 };
 
 class ConfigError : public std::runtime_error {

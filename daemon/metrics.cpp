@@ -32,6 +32,13 @@ void Metrics::gauge(std::string name, std::string help, std::function<double()> 
   gauges_[std::move(name)] = {std::move(help), std::move(read)};
 }
 
+void Metrics::count(const std::string& name, const std::string& help, const std::string& label_name, const std::string& value) {
+  std::lock_guard lock(mutex_);
+  auto& c = counters_[name];
+  if (c.help.empty()) c = Counter{help, label_name, {}};
+  ++c.values[value];
+}
+
 std::string Metrics::render() const {
   std::lock_guard lock(mutex_);
   const double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -43,6 +50,10 @@ std::string Metrics::render() const {
   out += "# TYPE mailgate_http_requests_total counter\n";
   for (const auto& [key, n] : http_requests_)
     out += fmt::format("mailgate_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", label(key.first), key.second, n);
+  for (const auto& [name, c] : counters_) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} counter\n", name, c.help, name);
+    for (const auto& [value, n] : c.values) out += fmt::format("{}{{{}=\"{}\"}} {}\n", name, c.label, label(value), n);
+  }
   for (const auto& [name, g] : gauges_) {
     out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, g.first, name, name, g.second());
   }

@@ -16,6 +16,8 @@ class Metrics {
   void http_request(const std::string& route, int status);
   // A gauge read at render time, e.g. the database pool in use.
   void gauge(std::string name, std::string help, std::function<double()> read);
+  // A counter with one label, e.g. count("mailgate_smtp_messages_total", "...", "outcome", "accepted").
+  void count(const std::string& name, const std::string& help, const std::string& label, const std::string& value);
   std::string render() const;
 
  private:
@@ -23,6 +25,11 @@ class Metrics {
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, unsigned long long> http_requests_;
   std::map<std::string, std::pair<std::string, std::function<double()>>> gauges_;
+  struct Counter {
+    std::string help, label;
+    std::map<std::string, unsigned long long> values;
+  };
+  std::map<std::string, Counter> counters_;
 };
 
 }  // namespace mailgate

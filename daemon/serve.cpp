@@ -27,6 +27,7 @@
 #include "daemon/router.hpp"
 #include "daemon/serve.hpp"
 #include "daemon/services.hpp"
+#include "daemon/smtp_server.hpp"
 #include "store/messages.hpp"
 #include "store/migrate.hpp"
 #include "store/run.hpp"
@@ -86,6 +87,7 @@ int serve(const Config& config) {
   HttpServer http(io, config.http, router, metrics);
   MailboxSupervisor mailboxes(io, services);
   OutboxWorker outbox(io, services);
+  SmtpServer smtp(io, services);
   services.outbox_wake = [&outbox] { outbox.wake(); };
 
   int exit_code = 0;
@@ -120,6 +122,7 @@ int serve(const Config& config) {
     spdlog::info("event=shutdown_started grace_s={}", config.daemon.shutdown_grace.count());
     mailboxes.stop();
     outbox.stop();
+    if (smtp.enabled()) co_await smtp.shutdown(config.daemon.shutdown_grace);
     co_await http.shutdown(config.daemon.shutdown_grace);
     spdlog::info("event=shutdown_done");
     io.stop();
@@ -147,6 +150,9 @@ int serve(const Config& config) {
     if (stopping) co_return;
     http.start();
     spdlog::info("event=listening url=http://{}:{}/", config.http.address, http.port());
+    smtp.start();
+    for (std::size_t i = 0; i < smtp.ports().size(); ++i)
+      spdlog::info("event=smtp_listening listen={} port={}", config.smtp_receiver.listen[i], smtp.ports()[i]);
     sd_notify(0, "READY=1\nSTATUS=serving");
     mailboxes.start();
     outbox.start();

@@ -11,6 +11,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -27,6 +28,19 @@ using tcp = asio::ip::tcp;
 struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
   Impl(asio::any_io_executor ex, Endpoint ep) : ex(ex), ep(std::move(ep)), ctx(context_for(this->ep)), watchdog(ex) {
     stream = std::make_unique<ssl::stream<tcp::socket>>(ex, *ctx);
+  }
+  Impl(tcp::socket socket, std::shared_ptr<ssl::context> server_ctx)
+      : ex(socket.get_executor()), ctx(server_ctx ? std::move(server_ctx) : context_for(Endpoint{"", 0, "plain", ""})), watchdog(ex),
+        server(true) {
+    boost::system::error_code ec;
+    const auto remote = socket.remote_endpoint(ec);
+    if (!ec) {
+      ep.host = remote.address().to_string();
+      ep.port = remote.port();
+      peer = ep.host + ":" + std::to_string(ep.port);
+    }
+    ep.security = "starttls";
+    stream = std::make_unique<ssl::stream<tcp::socket>>(std::move(socket), *ctx);
   }
 
   // One TLS context per CA file for the life of the process: loading the system's trust store
@@ -54,7 +68,7 @@ struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
   std::unique_ptr<ssl::stream<tcp::socket>> stream;
   asio::steady_timer watchdog;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  bool tls = false, closed = false, timed_out = false, watching = false;
+  bool tls = false, closed = false, timed_out = false, watching = false, server = false;
   std::string peer;
   std::array<char, 64 * 1024> buffer{};
 
@@ -80,6 +94,13 @@ struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
       if (closed) break;
       if (std::chrono::steady_clock::now() >= deadline) {
         timed_out = true;
+        if (server) {
+          // A server answers a timeout (SMTP: 421) before it closes: stop the operation only.
+          boost::system::error_code ec;
+          stream->next_layer().cancel(ec);
+          deadline = std::chrono::steady_clock::time_point::max();
+          continue;
+        }
         close();
         break;
       }
@@ -101,6 +122,16 @@ struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
 
   awaitable<void> handshake(std::chrono::milliseconds timeout) {
     arm(timeout);
+    if (server) {
+      auto [ec] = co_await stream->async_handshake(ssl::stream_base::server, asio::as_tuple(use_awaitable));
+      if (ec) {
+        if (timed_out) throw Error(Error::Kind::timeout, "timed out in the TLS handshake with " + peer);
+        throw Error(Error::Kind::tls, "TLS handshake with " + peer + " failed: " + ec.message());
+      }
+      tls = true;
+      disarm();
+      co_return;
+    }
     boost::system::error_code not_ip;
     asio::ip::make_address(ep.host, not_ip);
     if (not_ip) SSL_set_tlsext_host_name(stream->native_handle(), ep.host.c_str());  // a name: send SNI
@@ -118,6 +149,9 @@ struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
 
 Connection::Connection(asio::any_io_executor executor, Endpoint endpoint)
     : impl_(std::make_shared<Impl>(executor, std::move(endpoint))) {}
+
+Connection::Connection(tcp::socket socket, std::shared_ptr<ssl::context> server_context)
+    : impl_(std::make_shared<Impl>(std::move(socket), std::move(server_context))) {}
 
 Connection::~Connection() { impl_->close(); }
 
@@ -166,8 +200,15 @@ awaitable<void> Connection::write(std::string_view data, std::chrono::millisecon
 }
 
 void Connection::close() { impl_->close(); }
+void Connection::cancel() {
+  asio::post(impl_->ex, [impl = impl_] {
+    boost::system::error_code ec;
+    if (!impl->closed) impl->stream->next_layer().cancel(ec);
+  });
+}
 bool Connection::tls() const { return impl_->tls; }
 const Endpoint& Connection::endpoint() const { return impl_->ep; }
 std::string Connection::peer() const { return impl_->peer; }
+std::string Connection::peer_ip() const { return impl_->server ? impl_->ep.host : impl_->peer.substr(0, impl_->peer.rfind(':')); }
 
 }  // namespace mailgate::net

@@ -1,12 +1,14 @@
-// protocol/connection: one client TCP connection with optional TLS and per-operation deadlines,
-// for the protocol clients (SMTP now; IMAP and HTTP are to move onto it).
+// protocol/connection: one TCP connection with optional TLS and per-operation deadlines: the
+// protocol clients' (SMTP now; IMAP and HTTP are to move onto it), and the sessions a server
+// accepted (the SMTP receiver: plain until STARTTLS, then the server side of the handshake).
 //
 // - Security: "tls" (handshake right after connecting), "starttls" (the protocol asks for the
 //   handshake with start_tls() when the server agreed), "plain".
 // - TLS: TLS 1.2 or newer, certificate and host name verified (SNI set for names), against the
 //   system trust store plus an optional extra CA file.
-// - Every connect, read, write and handshake has a deadline; when it passes the socket is closed
-//   and the operation fails with kind timeout.
+// - Every connect, read, write and handshake has a deadline; when it passes the operation fails
+//   with kind timeout, and a client's socket is closed (an accepted one stays open, so that the
+//   server can say why before it closes).
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -17,6 +19,11 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+namespace boost::asio::ssl {
+class context;
+}
 
 namespace mailgate::net {
 
@@ -37,6 +44,9 @@ class Error : public std::runtime_error {
 class Connection {
  public:
   Connection(boost::asio::any_io_executor executor, Endpoint endpoint);
+  // An accepted socket; start_tls() runs the server side of the handshake with `server_context`
+  // (a certificate and key loaded; may be null when the server offers no TLS).
+  Connection(boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> server_context);
   ~Connection();
   Connection(const Connection&) = delete;
 
@@ -48,10 +58,14 @@ class Connection {
   boost::asio::awaitable<void> read_some(std::string& out, std::chrono::milliseconds timeout);
   boost::asio::awaitable<void> write(std::string_view data, std::chrono::milliseconds timeout);
   void close();
+  // Cancels a pending read or write (it fails with kind io); the connection stays open. May be
+  // called from any thread.
+  void cancel();
 
   bool tls() const;
   const Endpoint& endpoint() const;
   std::string peer() const;  // "127.0.0.1:25" once connected
+  std::string peer_ip() const;  // "127.0.0.1"
 
  private:
   struct Impl;

@@ -289,6 +289,7 @@ void Session::answer_rcpt(RcptVerdict verdict) {
     case RcptVerdict::unknown: e = reply(550, "5.1.1", "<" + address + ">: Recipient address rejected: User unknown"); break;
     case RcptVerdict::need_tls: e = reply(530, "5.7.0", "<" + address + ">: Must issue a STARTTLS command first"); break;
     case RcptVerdict::defer: e = reply(451, "4.3.0", "<" + address + ">: Temporary lookup failure, try again later"); break;
+    case RcptVerdict::later: e = reply(452, "4.5.3", "<" + address + ">: Too many recipients: send this one in a new message"); break;
   }
   pending_reply_ = std::move(e);
 }

@@ -64,6 +64,7 @@ enum class RcptVerdict {
   unknown,    // 550 5.1.1 (the same for an unknown and an inactive address)
   need_tls,   // 530 5.7.0 this address takes mail only over TLS
   defer,      // 451 4.3.0 (the database is unavailable)
+  later,      // 452 4.5.3 not in this transaction (e.g. another receiver): the client sends it again
 };
 
 class Session {
@@ -81,6 +82,10 @@ class Session {
   void answer_message(int code, const std::string& enhanced, const std::string& text);
   void tls_started();
   bool tls() const { return tls_; }
+  // Reading a message's data (the driver gives the data phase its own timeout).
+  bool in_data() const { return state_ == State::data; }
+  // Between transactions with nothing pending: a shutdown may close the session here.
+  bool idle() const { return state_ == State::fresh || state_ == State::ready; }
   // The driver's timeout: 421 and close.
   Event timed_out();
 
