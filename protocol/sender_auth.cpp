@@ -515,7 +515,7 @@ std::string g_opendmarc_list;
 
 // ---------------------------------------------------------------------------------------------
 // Authentication-Results (RFC 8601): a property value as a token / addr-spec when it is one,
-// else a quoted-string; control characters never reach the header.
+// else a quoted-string; a control character becomes '?' (it cannot be quoted).
 std::string pvalue(std::string_view v) {
   const bool plain = !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char c) {
     return std::isalnum(c) || std::string_view("!#$%&'*+-/=?^_`{|}~.@").find(static_cast<char>(c)) != std::string_view::npos;
@@ -523,7 +523,7 @@ std::string pvalue(std::string_view v) {
   if (plain) return std::string(v);
   std::string out = "\"";
   for (unsigned char c : v) {
-    if (c < 0x20 || c == 0x7f) continue;
+    if (c < 0x20 || c == 0x7f) c = '?';
     if (c == '"' || c == '\\') out += '\\';
     out += static_cast<char>(c);
   }
@@ -541,7 +541,9 @@ struct Checker::Impl {
   DKIM_LIB* dkim = nullptr;
 
   Impl(DnsSettings s, const std::filesystem::path& list)
-      : settings(s), resolver(dns::Settings{s.servers, s.timeout, s.attempts}), psl(list) {}
+      : settings(s), resolver(dns::Settings{s.servers, s.timeout, s.attempts}), psl(list) {
+    if (s.check_budget <= std::chrono::milliseconds(0)) throw std::invalid_argument("sender_auth: check_budget must be positive");
+  }
 
   std::string org_domain(const std::string& domain) const {
     std::string org = psl.organizational_domain(domain);
@@ -729,6 +731,9 @@ Verdict Checker::check(const Input& in) const {
   ar += "; dmarc=" + v.dmarc;
   if (!from.empty()) ar += " header.from=" + from;
   v.authentication_results = std::move(ar);
+  for (auto& n : v.notes)  // they quote the message (d=, s=, names): keep them one printable line
+    for (auto& c : n)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return v;
 }
 

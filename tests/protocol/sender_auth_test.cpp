@@ -312,6 +312,18 @@ TEST_F(SenderAuth, AuthenticationResultsText) {
   // Values that are not tokens are quoted; nothing from the message can break the header.
   v = checker.check(input("\"odd; local\"@trusted.test", message("To: x@y.test\r\n"), "203.0.113.5"));
   EXPECT_EQ(v.authentication_results, "mx.receiver.test; spf=fail smtp.mailfrom=\"\\\"odd; local\\\"@trusted.test\"; dkim=none; dmarc=permerror");
+  // A signature whose d= and s= carry control characters and a quote.
+  const std::string forged =
+      "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=ev\x01il.test; s=s\"el\x7f; h=from; bh=AAAA; b=AAAA\r\n" +
+      message("From: billing@trusted.test\r\n");
+  v = checker.check(input("billing@trusted.test", forged));
+  ASSERT_EQ(v.dkim.size(), 1u) << notes(v);
+  EXPECT_NE(v.dkim[0].result, "pass");
+  auto printable = [](const std::string& s) {
+    return std::none_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  };
+  EXPECT_TRUE(printable(v.authentication_results)) << v.authentication_results;
+  for (const auto& n : v.notes) EXPECT_TRUE(printable(n)) << n;
 }
 
 TEST_F(SenderAuth, DnsServerDownIsTemperrorNotPassNorException) {
@@ -382,6 +394,7 @@ TEST_F(SenderAuth, SettingsThatDoNotParseThrow) {
   EXPECT_THROW(Checker(DnsSettings{{"::1"}}), std::invalid_argument);
   EXPECT_THROW(Checker(DnsSettings{{"dns.example"}}), std::invalid_argument);
   EXPECT_THROW(Checker(DnsSettings{{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}}), std::invalid_argument);
+  EXPECT_THROW(Checker(DnsSettings{{"127.0.0.1"}, std::chrono::milliseconds(1000), 1, std::chrono::milliseconds(0)}), std::invalid_argument);
   EXPECT_THROW(Checker(settings(), "/nonexistent/public_suffix_list.dat"), std::runtime_error);
   EXPECT_THROW(Checker(settings()).check(input("a@trusted.test", message("From: a@trusted.test\r\n"), "not-an-ip")), std::invalid_argument);
 }
