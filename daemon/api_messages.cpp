@@ -76,10 +76,10 @@ json::object summary_json(const pqxx::row& r) {
 std::string visible_sql(const Principal& p, SqlBuilder& sql) {
   if (p.is_admin() || p.kind == "api_key") return "true";
   const std::string user = sql.param(std::to_string(p.id)) + "::bigint";
-  return "(m.mailbox_id IS NULL AND m.receiver_id IS NULL) "
+  return "((m.mailbox_id IS NULL AND m.receiver_id IS NULL) "
          "OR EXISTS (SELECT 1 FROM mailbox_users mu WHERE mu.mailbox_id = m.mailbox_id AND mu.user_id = " + user + ") "
          "OR EXISTS (SELECT 1 FROM receivers r JOIN administration_members am ON am.administration_id = r.administration_id "
-         "WHERE r.id = m.receiver_id AND am.user_id = " + user + ")";
+         "WHERE r.id = m.receiver_id AND am.user_id = " + user + "))";
 }
 
 // Locks and returns the message row's handling state, or 404 when it does not exist or is not
