@@ -508,10 +508,47 @@ const char* dmarc_policy_name(int p) {
   return "";
 }
 
-// libopendmarc's public suffix table is a process-wide global.
-std::mutex g_opendmarc_mutex;
-int g_opendmarc_users = 0;
-std::string g_opendmarc_list;
+// libopendmarc's public suffix table is a process-wide global: loaded by the first Checker,
+// freed by the last; every Checker of the process must name the same file.
+class OpendmarcLibrary {
+ public:
+  explicit OpendmarcLibrary(const std::string& list) {
+    std::lock_guard lock(mutex_);
+    if (users_ == 0) {
+      OPENDMARC_LIB_T lib;
+      std::memset(&lib, 0, sizeof lib);
+      lib.tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
+      if (list.size() >= sizeof lib.tld_source_file) throw std::runtime_error("libopendmarc: the public suffix list path is too long");
+      std::memcpy(lib.tld_source_file, list.c_str(), list.size() + 1);
+      if (int rc = opendmarc_policy_library_init(&lib); rc != DMARC_PARSE_OKAY)
+        throw std::runtime_error("libopendmarc: cannot load " + list + ": " + std::strerror(rc));
+      list_ = list;
+    } else if (list != list_) {
+      throw std::runtime_error("libopendmarc keeps one public suffix list per process (" + list_ + "), not " + list);
+    }
+    ++users_;
+  }
+  ~OpendmarcLibrary() {
+    std::lock_guard lock(mutex_);
+    if (--users_ == 0) {
+      OPENDMARC_LIB_T lib;
+      std::memset(&lib, 0, sizeof lib);
+      opendmarc_policy_library_shutdown(&lib);
+      list_.clear();
+    }
+  }
+  OpendmarcLibrary(const OpendmarcLibrary&) = delete;
+  OpendmarcLibrary& operator=(const OpendmarcLibrary&) = delete;
+
+ private:
+  static inline std::mutex mutex_;
+  static inline int users_ = 0;
+  static inline std::string list_;
+};
+
+struct DkimLibClose {
+  void operator()(DKIM_LIB* lib) const { dkim_close(lib); }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Authentication-Results (RFC 8601): a property value as a token / addr-spec when it is one,
@@ -538,11 +575,26 @@ struct Checker::Impl {
   DnsSettings settings;
   dns::Resolver resolver;
   PublicSuffixList psl;
-  DKIM_LIB* dkim = nullptr;
+  OpendmarcLibrary opendmarc;
+  std::unique_ptr<DKIM_LIB, DkimLibClose> dkim;
 
   Impl(DnsSettings s, const std::filesystem::path& list)
-      : settings(s), resolver(dns::Settings{s.servers, s.timeout, s.attempts}), psl(list) {
+      : settings(s), resolver(dns::Settings{s.servers, s.timeout, s.attempts}), psl(list), opendmarc(list.string()) {
     if (s.check_budget <= std::chrono::milliseconds(0)) throw std::invalid_argument("sender_auth: check_budget must be positive");
+    dkim.reset(dkim_init(nullptr, nullptr));
+    if (!dkim) throw std::runtime_error("libopendkim: dkim_init failed");
+    DKIM_LIB* lib = dkim.get();
+    unsigned int flags = DKIM_LIBFLAGS_BADSIGHANDLES;  // keep handles of broken signatures, to report them
+    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof flags);
+    unsigned int timeout = static_cast<unsigned int>(std::max<long long>(1, (settings.timeout.count() + 999) / 1000));
+    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_TIMEOUT, &timeout, sizeof timeout);
+    dkim_set_prescreen(lib, dkim_prescreen);
+    dkim_dns_set_init(lib, nullptr);
+    dkim_dns_set_close(lib, nullptr);
+    dkim_dns_set_query_service(lib, &resolver);
+    dkim_dns_set_query_start(lib, dkim_query_start);
+    dkim_dns_set_query_waitreply(lib, dkim_query_waitreply);
+    dkim_dns_set_query_cancel(lib, dkim_query_cancel);
   }
 
   std::string org_domain(const std::string& domain) const {
@@ -568,51 +620,9 @@ Checker::Checker(DnsSettings dns, std::filesystem::path public_suffix_list)
     SPF_info_handler = spf_log_quiet;
     SPF_debug_handler = spf_log_quiet;
   });
-
-  impl_->dkim = dkim_init(nullptr, nullptr);
-  if (!impl_->dkim) throw std::runtime_error("libopendkim: dkim_init failed");
-  unsigned int flags = DKIM_LIBFLAGS_BADSIGHANDLES;  // keep handles of broken signatures, to report them
-  dkim_options(impl_->dkim, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof flags);
-  unsigned int timeout = static_cast<unsigned int>(std::max<long long>(1, (impl_->settings.timeout.count() + 999) / 1000));
-  dkim_options(impl_->dkim, DKIM_OP_SETOPT, DKIM_OPTS_TIMEOUT, &timeout, sizeof timeout);
-  dkim_set_prescreen(impl_->dkim, dkim_prescreen);
-  dkim_dns_set_init(impl_->dkim, nullptr);
-  dkim_dns_set_close(impl_->dkim, nullptr);
-  dkim_dns_set_query_service(impl_->dkim, &impl_->resolver);
-  dkim_dns_set_query_start(impl_->dkim, dkim_query_start);
-  dkim_dns_set_query_waitreply(impl_->dkim, dkim_query_waitreply);
-  dkim_dns_set_query_cancel(impl_->dkim, dkim_query_cancel);
-
-  std::lock_guard lock(g_opendmarc_mutex);
-  const std::string list = public_suffix_list.string();
-  if (g_opendmarc_users == 0) {
-    OPENDMARC_LIB_T lib;
-    std::memset(&lib, 0, sizeof lib);
-    lib.tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
-    if (list.size() >= sizeof lib.tld_source_file) throw std::runtime_error("libopendmarc: the public suffix list path is too long");
-    std::memcpy(lib.tld_source_file, list.c_str(), list.size() + 1);
-    if (int rc = opendmarc_policy_library_init(&lib); rc != DMARC_PARSE_OKAY) {
-      dkim_close(impl_->dkim);
-      throw std::runtime_error("libopendmarc: cannot load " + list + ": " + std::strerror(rc));
-    }
-    g_opendmarc_list = list;
-  } else if (list != g_opendmarc_list) {
-    dkim_close(impl_->dkim);
-    throw std::runtime_error("libopendmarc keeps one public suffix list per process (" + g_opendmarc_list + "), not " + list);
-  }
-  ++g_opendmarc_users;
 }
 
-Checker::~Checker() {
-  dkim_close(impl_->dkim);
-  std::lock_guard lock(g_opendmarc_mutex);
-  if (--g_opendmarc_users == 0) {
-    OPENDMARC_LIB_T lib;
-    std::memset(&lib, 0, sizeof lib);
-    opendmarc_policy_library_shutdown(&lib);
-    g_opendmarc_list.clear();
-  }
-}
+Checker::~Checker() = default;
 
 std::string Checker::organizational_domain(const std::string& domain) const { return impl_->psl.organizational_domain(domain); }
 
@@ -641,7 +651,7 @@ Verdict Checker::check(const Input& in) const {
     v.spf = spf_check(ctx, ip, in.helo, (local.empty() ? "postmaster" : local) + "@" + v.spf_domain, v.spf_domain, in.authserv_id);
   }
 
-  v.dkim = dkim_check(impl_->dkim, in.raw, ctx);
+  v.dkim = dkim_check(impl_->dkim.get(), in.raw, ctx);
 
   HeaderFrom hf = parse_header_from(in.raw);
   v.header_from = hf.address;
