@@ -2,9 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
+#include <exception>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -89,43 +94,79 @@ smtp::Timeouts timeouts_of(const Config& config) {
   return smtp::Timeouts{std::min<std::chrono::milliseconds>(command, std::chrono::seconds(30)), command, command * 2};
 }
 
-constexpr std::size_t kPrepareRows = 20;
-constexpr std::size_t kPrepareBytes = 16 << 20;
-
-// Loads a claimed row and composes it unless it was composed before (then those bytes are kept).
-struct Prepared {
-  OutboxRow row;
+// One row of a chunk, composed and claimed: what the SMTP connection sends.
+struct Ready {
+  std::int64_t id = 0;
+  std::string from;              // the envelope
+  std::vector<std::string> to;
   std::string raw;
-  std::optional<std::string> compose_error;
 };
 
-Prepared prepare(pqxx::dbtransaction& tx, std::int64_t id) {
-  Prepared p;
-  p.row = outbox_load(tx, id);
-  if (p.row.raw) {
-    p.raw = *p.row.raw;
-    return p;
+// A chunk taken for sending (outbox_lock_due, composed here, outbox_start_sending: one
+// transaction), and the rows that could not be composed, failed in that same transaction.
+struct Chunk {
+  std::vector<Ready> rows;
+  std::vector<std::pair<std::int64_t, std::string>> compose_failed;  // id, reason
+  std::chrono::steady_clock::time_point claimed_at;  // no later than the start of the leases
+};
+
+Chunk take_chunk(pqxx::work& tx, std::int64_t mailbox, int limit, std::chrono::seconds lease, const Config& config) {
+  Chunk chunk;
+  chunk.claimed_at = std::chrono::steady_clock::now();
+  auto rows = outbox_lock_due(tx, mailbox, limit, outbox_chunk_bytes);
+  std::vector<bool> composed;
+  for (auto& row : rows) {
+    Ready r;
+    r.id = row.id;
+    r.from = row.message.from.address;
+    r.to = row.recipients();
+    if (row.raw) {  // a retry: the same bytes as before
+      r.raw = std::move(*row.raw);
+      composed.push_back(false);
+    } else {
+      try {
+        r.raw = compose_message(row.message);
+      } catch (const ComposeError& e) {
+        chunk.compose_failed.emplace_back(row.id, e.what());
+        continue;
+      }
+      composed.push_back(true);
+    }
+    chunk.rows.push_back(std::move(r));
   }
-  try {
-    p.raw = compose_message(p.row.message);
-    outbox_set_raw(tx, id, p.raw);
-  } catch (const ComposeError& e) {
-    p.compose_error = e.what();
-  }
-  return p;
+  std::vector<OutboxStart> starts;
+  for (std::size_t i = 0; i < chunk.rows.size(); ++i) starts.push_back({chunk.rows[i].id, composed[i] ? &chunk.rows[i].raw : nullptr});
+  for (const auto& [id, reason] : chunk.compose_failed) starts.push_back({id, nullptr});
+  outbox_start_sending(tx, starts, lease);
+  for (const auto& [id, reason] : chunk.compose_failed)
+    outbox_mark_failed(tx, id, true, "compose", reason, config.outbox.retry_base, config.outbox.max_age);
+  return chunk;
 }
 
-// Gives claimed rows back untried (shutdown, or the connection broke before their turn).
-void release(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids) {
-  if (ids.empty()) return;
-  std::string list = "{";
-  for (std::size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
-  list += "}";
-  tx.exec_params(
-      "UPDATE outbox SET state = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END, attempts = greatest(attempts - 1, 0), "
-      "lease_until = NULL, next_attempt_at = now(), updated_at = now() WHERE id = ANY($1::bigint[]) AND state = 'sending'",
-      list);
-}
+// What a chunk came to on the wire, for outbox_record().
+struct SentRow {
+  std::int64_t id = 0;
+  std::string raw;
+  std::vector<RefusedRecipient> refused;
+  std::size_t recipients = 0;
+  std::string reply;
+};
+struct ChunkOutcomes {
+  std::vector<SentRow> sent;
+  std::vector<OutboxFailed> failed;
+  std::vector<std::int64_t> untried;
+  bool empty() const { return sent.empty() && failed.empty() && untried.empty(); }
+};
+
+// A store job started now and awaited later: the connection sends on meanwhile.
+template <class R>
+struct Pending {
+  explicit Pending(const asio::any_io_executor& ex) : timer(ex) { timer.expires_at(asio::steady_timer::time_point::max()); }
+  asio::steady_timer timer;
+  bool done = false;
+  std::exception_ptr error;
+  R value{};
+};
 
 }  // namespace
 
@@ -205,31 +246,110 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     if (n) spdlog::warn("event=outbox_failed mailbox={} rows={} reason=\"{}\"", mailbox, n, reason);
   }
 
-  // Waits until the mailbox may send one more message within its per-minute limit, and counts it.
-  awaitable<void> take_rate(std::int64_t mailbox, int per_minute) {
-    for (;;) {
-      auto& window = sends[mailbox];
-      const auto now = std::chrono::steady_clock::now();
-      while (!window.empty() && now - window.front() >= std::chrono::minutes(1)) window.pop_front();
-      if (static_cast<int>(window.size()) < per_minute) {
-        window.push_back(now);
-        co_return;
-      }
-      asio::steady_timer wait(strand);
-      wait.expires_at(window.front() + std::chrono::minutes(1));
-      co_await wait.async_wait(asio::as_tuple(use_awaitable));
-      if (stopping) co_return;
+  // The per-minute window of a mailbox, counted across its connections.
+  std::deque<std::chrono::steady_clock::time_point>& rate_window(std::int64_t mailbox) {
+    auto& window = sends[mailbox];
+    const auto now = std::chrono::steady_clock::now();
+    while (!window.empty() && now - window.front() >= std::chrono::minutes(1)) window.pop_front();
+    return window;
+  }
+  int rate_room(std::int64_t mailbox, int per_minute) { return per_minute - static_cast<int>(rate_window(mailbox).size()); }
+  // Counts one message and returns nothing when the mailbox may send it now; else how long to wait.
+  std::optional<std::chrono::steady_clock::duration> rate_take(std::int64_t mailbox, int per_minute) {
+    auto& window = rate_window(mailbox);
+    const auto now = std::chrono::steady_clock::now();
+    if (static_cast<int>(window.size()) < per_minute) {
+      window.push_back(now);
+      return std::nullopt;
     }
+    return window.front() + std::chrono::minutes(1) - now;
   }
 
+  template <class R>
+  std::shared_ptr<Pending<R>> start(awaitable<R> op) {
+    auto pending = std::make_shared<Pending<R>>(strand);
+    auto self = shared_from_this();
+    asio::co_spawn(strand, std::move(op), [self, pending](std::exception_ptr e, R value) mutable {
+      asio::post(self->strand, [pending, e, value = std::move(value)]() mutable {
+        pending->error = e;
+        pending->value = std::move(value);
+        pending->done = true;
+        pending->timer.cancel();
+      });
+    });
+    return pending;
+  }
+
+  template <class R>
+  awaitable<R> finish(std::shared_ptr<Pending<R>> pending) {
+    while (!pending->done) co_await pending->timer.async_wait(asio::as_tuple(use_awaitable));
+    if (pending->error) std::rethrow_exception(pending->error);
+    co_return std::move(pending->value);
+  }
+
+  awaitable<Chunk> prepare_chunk(std::int64_t mailbox, int limit) {
+    auto op = store_transact(s.store, [mailbox, limit, lease = s.config.outbox.lease, &c = s.config](pqxx::work& tx) {
+      return take_chunk(tx, mailbox, limit, lease, c);
+    });
+    Chunk chunk = co_await std::move(op);
+    for (const auto& [id, reason] : chunk.compose_failed)
+      spdlog::warn("event=outbox_send_failed id={} mailbox={} step=compose permanent=true reason=\"{}\"", id, mailbox, reason);
+    co_return chunk;
+  }
+
+  // Commits a chunk's outcomes in one transaction (the sent copies parsed before it opens), then
+  // logs the rows it recorded as sent.
+  awaitable<std::size_t> record_chunk(std::int64_t mailbox, std::shared_ptr<const ChunkOutcomes> outcomes) {
+    auto op = store_run(s.store, [outcomes, &c = s.config](pqxx::connection_base& connection) {
+      OutboxOutcomes o;
+      for (const auto& sent : outcomes->sent) o.sent.push_back({sent.id, &sent.raw, parse_message(sent.raw), sent.refused});
+      o.failed = outcomes->failed;
+      o.untried = outcomes->untried;
+      pqxx::work tx(connection);
+      auto recorded = outbox_record(tx, o, c.outbox.retry_base, c.outbox.max_age);
+      tx.commit();
+      return recorded;
+    });
+    const std::vector<OutboxSentCopy> recorded = co_await std::move(op);
+    std::size_t at = 0;
+    for (const auto& sent : outcomes->sent) {
+      if (at < recorded.size() && recorded[at].outbox_id == sent.id) {
+        spdlog::info("event=outbox_sent id={} mailbox={} recipients={} refused={} reply=\"{}\"", sent.id, mailbox, sent.recipients,
+                     sent.refused.size(), sent.reply);
+        ++at;
+      } else {
+        spdlog::warn("event=outbox_sent_not_recorded id={} mailbox={} reason=\"the row was no longer ours (lease passed or cancelled)\"",
+                     sent.id, mailbox);
+      }
+    }
+    co_return recorded.size();
+  }
+
+  // Waits for a chunk's commit; returns why it failed, if it did.
+  awaitable<std::optional<std::string>> settle(std::shared_ptr<Pending<std::size_t>> recording) {
+    std::optional<std::string> failure;
+    try {
+      co_await finish(std::move(recording));
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    co_return failure;
+  }
+
+  // One SMTP connection: chunks of at most outbox_chunk_rows, up to the mailbox's messages per
+  // connection, each sent within the per-minute limit. While chunk n is on the wire, chunk n-1's
+  // outcomes commit and chunk n+1 is claimed and composed, so neither PostgreSQL's commit nor the
+  // composition stops the connection (store/outbox.hpp: what that means for duplicates).
   awaitable<void> connection(std::shared_ptr<const SendSettings> settings) {
     auto self = shared_from_this();
     const auto mailbox = settings->id;
     const auto lease = s.config.outbox.lease;
-    const int limit = settings->max_per_connection;
-    auto claim = store_transact(s.store, [mailbox, limit, lease](pqxx::work& tx) { return outbox_claim(tx, mailbox, limit, lease); });
-    const std::vector<std::int64_t> ids = co_await std::move(claim);
-    if (ids.empty()) co_return;
+    const int limit = settings->max_per_connection, per_minute = settings->max_per_minute;
+    // The first chunk; no more rows than the per-minute limit lets go now (but one at least).
+    auto first = prepare_chunk(mailbox, std::min({outbox_chunk_rows, limit, std::max(1, rate_room(mailbox, per_minute))}));
+    Chunk chunk = co_await std::move(first);
+    if (chunk.rows.empty()) co_return;
+    int claimed = static_cast<int>(chunk.rows.size());
 
     auto client = std::make_shared<smtp::Client>(strand, account_of(*settings, s.config), timeouts_of(s.config));
     clients.insert(client);
@@ -242,90 +362,131 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     if (open_failure) {
       spdlog::warn("event=outbox_connect_failed mailbox={} step={} permanent={} reason=\"{}\"", mailbox, smtp::to_string(open_failure->step),
                    open_failure->permanent, open_failure->what());
-      const bool permanent = open_failure->permanent;
-      const std::string step = smtp::to_string(open_failure->step), reason = open_failure->what();
-      auto record = store_transact(s.store, [ids, permanent, step, reason, &c = s.config](pqxx::work& tx) {
-        for (auto id : ids) outbox_mark_failed(tx, id, permanent, step, reason, c.outbox.retry_base, c.outbox.max_age);
-      });
+      auto outcomes = std::make_shared<ChunkOutcomes>();
+      for (const auto& row : chunk.rows)
+        outcomes->failed.push_back({row.id, open_failure->permanent, smtp::to_string(open_failure->step), open_failure->what()});
+      auto record = record_chunk(mailbox, outcomes);
       co_await std::move(record);
       clients.erase(client);
       co_return;
     }
 
-    std::size_t next = 0;
-    std::deque<std::shared_ptr<Prepared>> ready;  // prepared rows not yet sent
-    auto renewed = std::chrono::steady_clock::now();
-    for (; next < ids.size() && !stopping && client->usable(); ++next) {
-      const auto id = ids[next];
-      if (ready.empty()) {
-        // One transaction prepares the next few rows (at most kPrepareRows or about kPrepareBytes)
-        // and, when a third of the lease has passed, renews the lease of every row still to go.
-        const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
-        const bool renew = std::chrono::steady_clock::now() - renewed > lease / 3;  // the claim set the first lease
-        auto load = store_transact(s.store, [remaining, lease, renew](pqxx::work& tx) {
-          if (renew) outbox_extend(tx, remaining, lease);
-          std::vector<std::shared_ptr<Prepared>> out;
-          std::size_t bytes = 0;
-          for (std::size_t i = 0; i < remaining.size() && i < kPrepareRows && bytes < kPrepareBytes; ++i) {
-            out.push_back(std::make_shared<Prepared>(prepare(tx, remaining[i])));
-            bytes += out.back()->raw.size();
+    std::shared_ptr<Pending<Chunk>> next;                // the chunk after this one, being taken
+    std::shared_ptr<Pending<std::size_t>> recording;     // the previous chunk's outcomes, committing
+    std::optional<std::string> store_failure;            // a commit failed: stop after this chunk
+    auto lease_from = chunk.claimed_at;                   // the oldest lease start of the rows held
+    std::optional<std::chrono::steady_clock::time_point> next_extended;
+    for (;;) {
+      // Take the next chunk now, if the limits leave room for it beside what this one will send.
+      if (!next && !stopping && claimed < limit) {
+        const int n = std::min({outbox_chunk_rows, limit - claimed, rate_room(mailbox, per_minute) - static_cast<int>(chunk.rows.size())});
+        if (n > 0) {
+          next = start(prepare_chunk(mailbox, n));
+          next_extended.reset();
+        }
+      }
+      auto outcomes = std::make_shared<ChunkOutcomes>();
+      for (std::size_t i = 0; i < chunk.rows.size(); ++i) {
+        auto& row = chunk.rows[i];
+        // Within the per-minute limit; the leases of the rows held are kept alive while it waits.
+        for (;;) {
+          if (std::chrono::steady_clock::now() - lease_from > lease / 3) {
+            std::vector<std::int64_t> held;
+            for (std::size_t j = i; j < chunk.rows.size(); ++j) held.push_back(chunk.rows[j].id);
+            const bool with_next = next && next->done && !next->error;
+            if (with_next)
+              for (const auto& r : next->value.rows) held.push_back(r.id);
+            auto extend = store_transact(s.store, [held, lease](pqxx::work& tx) { outbox_extend(tx, held, lease); });
+            co_await std::move(extend);
+            lease_from = std::chrono::steady_clock::now();
+            if (with_next) next_extended = lease_from;
           }
-          return out;
-        });
-        auto chunk = co_await std::move(load);
-        for (auto& p : chunk) ready.push_back(std::move(p));
-        if (renew) renewed = std::chrono::steady_clock::now();
-      } else if (std::chrono::steady_clock::now() - renewed > lease / 3) {  // a slow server: keep the lease alive
-        const std::vector<std::int64_t> remaining(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
-        auto extend = store_transact(s.store, [remaining, lease](pqxx::work& tx) { outbox_extend(tx, remaining, lease); });
-        co_await std::move(extend);
-        renewed = std::chrono::steady_clock::now();
+          if (stopping || !client->usable()) break;
+          const auto wait = rate_take(mailbox, per_minute);
+          if (!wait) break;
+          asio::steady_timer timer(strand);
+          timer.expires_after(std::min<std::chrono::steady_clock::duration>(*wait, lease / 3));
+          co_await timer.async_wait(asio::as_tuple(use_awaitable));
+        }
+        if (stopping || !client->usable()) {  // not tried on this connection: back to the queue, due now
+          outcomes->untried.push_back(row.id);
+          continue;
+        }
+        smtp::Envelope envelope;
+        envelope.from = row.from;
+        envelope.to = row.to;
+        std::optional<smtp::SendResult> result;
+        std::optional<smtp::Failure> failure;
+        try {
+          result = co_await client->send(envelope, row.raw);
+        } catch (const smtp::Failure& f) {
+          failure = f;
+        }
+        if (result) {
+          SentRow sent;
+          sent.id = row.id;
+          sent.raw = std::move(row.raw);
+          for (const auto& r : result->refused) sent.refused.push_back({r.address, r.reply.text()});
+          sent.recipients = envelope.to.size();
+          sent.reply = result->reply.text();
+          outcomes->sent.push_back(std::move(sent));
+        } else {
+          const std::string step = smtp::to_string(failure->step);
+          spdlog::warn("event=outbox_send_failed id={} mailbox={} step={} permanent={} reason=\"{}\"", row.id, mailbox, step,
+                       failure->permanent, failure->what());
+          outcomes->failed.push_back({row.id, failure->permanent, step, failure->what()});
+        }
       }
-      auto prepared = ready.front();
-      ready.pop_front();
-      co_await take_rate(mailbox, settings->max_per_minute);
-      if (stopping) break;
-      if (prepared->compose_error) {
-        const std::string reason = *prepared->compose_error;
-        auto record = store_transact(s.store, [id, reason, &c = s.config](pqxx::work& tx) {
-          outbox_mark_failed(tx, id, true, "compose", reason, c.outbox.retry_base, c.outbox.max_age);
-        });
-        co_await std::move(record);
-        continue;
+      // This chunk is through: wait for the previous one's commit, then commit this one while the
+      // next is sent.
+      if (recording) {
+        auto settled = settle(std::move(recording));
+        store_failure = co_await std::move(settled);
+        recording.reset();
       }
-      smtp::Envelope envelope;
-      envelope.from = prepared->row.message.from.address;
-      envelope.to = prepared->row.recipients();
-      std::optional<smtp::SendResult> result;
-      std::optional<smtp::Failure> failure;
+      if (!outcomes->empty()) recording = start(record_chunk(mailbox, outcomes));
+      if (store_failure)
+        spdlog::warn("event=outbox_record_failed mailbox={} reason=\"{}\" action=\"rows left sending are retried after their lease\"", mailbox,
+                     *store_failure);
+      const bool go_on = !store_failure && !stopping && client->usable() && claimed < limit;
+      if (!next && go_on)  // the limit left no room before: take it now (a row waits for the minute)
+        next = start(prepare_chunk(mailbox, std::min({outbox_chunk_rows, limit - claimed, std::max(1, rate_room(mailbox, per_minute))})));
+      if (!next) break;
+      std::optional<Chunk> taken;
+      std::optional<std::string> take_failure;
       try {
-        result = co_await client->send(envelope, prepared->raw);
-      } catch (const smtp::Failure& f) {
-        failure = f;
+        auto pending = finish(std::move(next));
+        taken = co_await std::move(pending);
+      } catch (const std::exception& e) {
+        take_failure = e.what();
       }
-      if (result) {
-        std::vector<RefusedRecipient> refused;
-        for (const auto& r : result->refused) refused.push_back({r.address, r.reply.text()});
-        auto record = store_transact(s.store, [id, refused, prepared](pqxx::work& tx) {
-          outbox_mark_sent(tx, id, refused, parse_message(prepared->raw));
-        });
-        co_await std::move(record);
-        spdlog::info("event=outbox_sent id={} mailbox={} recipients={} refused={} reply=\"{}\"", id, mailbox, envelope.to.size(),
-                     refused.size(), result->reply.text());
-      } else {
-        const bool permanent = failure->permanent;
-        const std::string step = smtp::to_string(failure->step), reason = failure->what();
-        auto record = store_transact(s.store, [id, permanent, step, reason, &c = s.config](pqxx::work& tx) {
-          outbox_mark_failed(tx, id, permanent, step, reason, c.outbox.retry_base, c.outbox.max_age);
-        });
-        co_await std::move(record);
-        spdlog::warn("event=outbox_send_failed id={} mailbox={} step={} permanent={} reason=\"{}\"", id, mailbox, step, permanent, reason);
+      next.reset();
+      if (take_failure) {
+        spdlog::warn("event=outbox_claim_failed mailbox={} reason=\"{}\"", mailbox, *take_failure);
+        break;
       }
+      if (!go_on || taken->rows.empty()) {  // taken but not to be sent here: give them back
+        if (!taken->rows.empty()) {
+          auto back = std::make_shared<ChunkOutcomes>();
+          for (const auto& row : taken->rows) back->untried.push_back(row.id);
+          if (recording) {
+            auto settled = settle(std::move(recording));
+            co_await std::move(settled);
+            recording.reset();
+          }
+          recording = start(record_chunk(mailbox, back));
+        }
+        break;
+      }
+      lease_from = next_extended ? std::max(taken->claimed_at, *next_extended) : taken->claimed_at;
+      claimed += static_cast<int>(taken->rows.size());
+      chunk = std::move(*taken);
     }
-    if (next < ids.size()) {  // not tried on this connection: back to the queue, due now
-      const std::vector<std::int64_t> untried(ids.begin() + static_cast<std::ptrdiff_t>(next), ids.end());
-      auto give_back = store_transact(s.store, [untried](pqxx::work& tx) { release(tx, untried); });
-      co_await std::move(give_back);
+    if (recording) {
+      auto settled = settle(std::move(recording));
+      if (auto failed = co_await std::move(settled))
+        spdlog::warn("event=outbox_record_failed mailbox={} reason=\"{}\" action=\"rows left sending are retried after their lease\"", mailbox,
+                     *failed);
     }
     co_await client->quit();
     clients.erase(client);

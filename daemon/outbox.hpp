@@ -1,18 +1,22 @@
 // daemon/outbox: the workers that empty the outbox (store/outbox.hpp) through each mailbox's
 // outgoing transport. SMTP now; Mailgun and Microsoft Graph plug in as transports (issue 7).
 //
-// Every poll interval (or at once when woken by an API call that queued something) the
-// dispatcher takes back rows whose lease passed, then, for each mailbox with due rows, opens
-// connections up to the mailbox's send_max_connections. A connection claims at most
-// send_max_per_connection rows (some providers, e.g. Strato, refuse more than 20 per session),
-// sends them one by one within send_max_per_minute (counted per mailbox across its connections),
-// records each outcome in its own transaction, and says QUIT. Every row is composed once and
-// keeps its bytes and Message-ID for all attempts.
+// Every poll interval (or at once when woken by an API call that queued something, or by a
+// connection that ended) the dispatcher takes back rows whose lease passed, then, for each
+// mailbox with due rows, opens connections up to the mailbox's send_max_connections. A connection
+// takes rows in chunks of store/outbox's outbox_chunk_rows (claimed, loaded and composed in one
+// transaction), at most send_max_per_connection in all (some providers, e.g. Strato, refuse more
+// than 20 per session), sends them one by one within send_max_per_minute (counted per mailbox
+// across its connections), records each chunk's outcomes in one transaction, and says QUIT.
+// While one chunk is on the wire the previous chunk's outcomes commit and the next chunk is taken,
+// so the SMTP session does not wait for PostgreSQL. Every row is composed once and keeps its
+// bytes and Message-ID for all attempts.
 //
 // Outcomes: accepted -> sent, with a copy stored in the mailbox's "sent" folder and linked to
 // contacts; 4xx, timeouts, lost connections -> retrying with backoff until [outbox]
-// max_age_hours; 5xx -> failed with the server's reply. A message the server accepted just before
-// the daemon died is sent again after the lease (the one documented duplicate window).
+// max_age_hours; 5xx -> failed with the server's reply. Messages the server accepted whose chunk
+// had not committed when the daemon died are sent again after the lease, with the same bytes and
+// Message-ID: at most two chunks per connection (store/outbox.hpp, "Duplicates").
 #pragma once
 #include <cstdint>
 #include <memory>

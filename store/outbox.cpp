@@ -1,6 +1,7 @@
 #include "store/outbox.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
@@ -20,6 +21,59 @@ std::vector<MailAddress> plain_addresses(const std::vector<std::string>& list) {
   for (const auto& a : list) out.push_back({"", a});
   return out;
 }
+
+// The statements a sending connection runs for every chunk are prepared once per database
+// connection (pqxx keeps the definitions per connection and re-registers them after a reconnect;
+// preparing again with the same text is a no-op). Parsing and planning them for every execution
+// took about a third of PostgreSQL's CPU (bench/README.md).
+template <class... Args>
+pqxx::result exec_prepared(pqxx::dbtransaction& tx, const char* name, const char* sql, Args&&... args) {
+  tx.conn().prepare(name, sql);
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
+
+// Due rows of a mailbox, oldest first, with what they weigh: the composed bytes, or the bodies
+// and attachments still to be composed.
+constexpr const char* kLockDue =
+    "SELECT o.id, coalesce(octet_length(o.raw), octet_length(o.text_body) + coalesce(octet_length(o.html_body), 0) + "
+    "  coalesce((SELECT sum(octet_length(a.data)) FROM outbox_attachments a WHERE a.outbox_id = o.id), 0))::bigint "
+    "FROM outbox o WHERE o.mailbox_id = $1 AND o.state IN ('queued', 'retrying') AND o.next_attempt_at <= now() "
+    "ORDER BY o.id LIMIT $2 FOR UPDATE SKIP LOCKED";
+constexpr const char* kLoad =
+    "SELECT o.id, o.mailbox_id, coalesce(o.from_address, m.address), CASE WHEN o.from_address IS NULL THEN m.display_name ELSE o.from_name END, "
+    "o.reply_to, o.to_addresses, o.cc_addresses, o.bcc_addresses, o.subject, o.text_body, coalesce(o.html_body, ''), o.message_id, "
+    "extract(epoch FROM o.created_at)::bigint, o.raw, o.kind, "
+    "EXISTS (SELECT 1 FROM outbox_attachments a WHERE a.outbox_id = o.id) "
+    "FROM outbox o JOIN mailboxes m ON m.id = o.mailbox_id WHERE o.id = ANY($1::bigint[]) ORDER BY o.id";
+constexpr const char* kLoadAttachments =
+    "SELECT outbox_id, filename, content_type, data FROM outbox_attachments WHERE outbox_id = ANY($1::bigint[]) ORDER BY outbox_id, position";
+// The composed bytes travel as hex text (decode() in PostgreSQL): libpqxx 6 binds text only.
+constexpr const char* kStartSending =
+    "UPDATE outbox o SET state = 'sending', attempts = o.attempts + 1, lease_until = now() + make_interval(secs => $3), "
+    "raw = CASE WHEN v.raw = '' THEN o.raw ELSE decode(v.raw, 'hex') END, updated_at = now() "
+    "FROM unnest($1::bigint[], $2::text[]) AS v(id, raw) WHERE o.id = v.id";
+constexpr const char* kExtend =
+    "UPDATE outbox SET lease_until = now() + make_interval(secs => $2) WHERE id = ANY($1::bigint[]) AND state = 'sending'";
+constexpr const char* kRelease =
+    "UPDATE outbox SET state = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END, attempts = greatest(attempts - 1, 0), "
+    "lease_until = NULL, next_attempt_at = now(), updated_at = now() WHERE id = ANY($1::bigint[]) AND state = 'sending'";
+constexpr const char* kLockSending =
+    "SELECT id, mailbox_id FROM outbox WHERE id = ANY($1::bigint[]) AND state = 'sending' ORDER BY id FOR UPDATE";
+constexpr const char* kMarkSent =
+    "UPDATE outbox o SET state = 'sent', sent_at = now(), lease_until = NULL, last_error = NULL, failed_step = NULL, "
+    "refused = v.refused::jsonb, sent_message_id = v.copy, updated_at = now() "
+    "FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS v(id, refused, copy) WHERE o.id = v.id";
+// A sent copy is read: nobody needs to be told about mail the mailbox sent itself.
+constexpr const char* kCopiesRead =
+    "UPDATE messages SET status = 'read' WHERE id = ANY($1::bigint[]) AND source = 'sent' AND status <> 'read'";
+// Backoff: base * 2^(attempts-1), at most an hour; 'failed' once the next try would be past max_age.
+constexpr const char* kMarkFailed =
+    "UPDATE outbox SET lease_until = NULL, last_error = $3, failed_step = nullif($4, ''), updated_at = now(), "
+    "state = CASE WHEN $2 OR now() + least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour') "
+    "  > age_from + make_interval(secs => $6) THEN 'failed' ELSE 'retrying' END, "
+    "next_attempt_at = now() + least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour') "
+    "WHERE id = $1 AND state = 'sending'";
+
 
 }  // namespace
 
@@ -83,78 +137,129 @@ std::vector<std::int64_t> outbox_claim(pqxx::dbtransaction& tx, std::int64_t mai
 
 void outbox_extend(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids, std::chrono::seconds lease) {
   if (ids.empty()) return;
-  tx.exec_params("UPDATE outbox SET lease_until = now() + make_interval(secs => $2) WHERE id = ANY($1::bigint[]) AND state = 'sending'",
-                 sql_id_array(ids), static_cast<double>(lease.count()));
+  const std::string list = sql_id_array(ids);
+  exec_prepared(tx, "outbox_extend", kExtend, list, static_cast<double>(lease.count()));
 }
 
-OutboxRow outbox_load(pqxx::dbtransaction& tx, std::int64_t id) {
-  auto r = tx.exec_params1(
-      "SELECT o.id, o.mailbox_id, coalesce(o.from_address, m.address), CASE WHEN o.from_address IS NULL THEN m.display_name ELSE o.from_name END, "
-      "o.reply_to, o.to_addresses, o.cc_addresses, o.bcc_addresses, o.subject, o.text_body, coalesce(o.html_body, ''), o.message_id, "
-      "extract(epoch FROM o.created_at)::bigint, o.raw, o.kind "
-      "FROM outbox o JOIN mailboxes m ON m.id = o.mailbox_id WHERE o.id = $1",
-      id);
-  OutboxRow row;
-  row.id = r[0].as<std::int64_t>();
-  row.mailbox_id = r[1].as<std::int64_t>();
-  auto& m = row.message;
-  m.from = {r[3].as<std::string>(), r[2].as<std::string>()};
-  if (!r[4].is_null()) m.reply_to = MailAddress{"", r[4].as<std::string>()};
-  m.to = plain_addresses(sql_text_list(r[5]));
-  m.cc = plain_addresses(sql_text_list(r[6]));
-  row.bcc = sql_text_list(r[7]);
-  m.subject = r[8].as<std::string>();
-  m.text_body = r[9].as<std::string>();
-  m.html_body = r[10].as<std::string>();
-  m.message_id = r[11].as<std::string>();
-  if (m.message_id.size() > 2 && m.message_id.front() == '<' && m.message_id.back() == '>') m.message_id = m.message_id.substr(1, m.message_id.size() - 2);
-  m.date = r[12].as<std::int64_t>();
-  if (!r[13].is_null()) row.raw = pqxx::binarystring(r[13]).str();
-  const std::string kind = r[14].as<std::string>();
-  // RFC 3834: no auto-replies to these. A trusted receiver's mails answer a supplier's message.
-  if (kind.rfind("receiver_", 0) == 0)
-    m.extra_headers.push_back({"Auto-Submitted", "auto-replied"});
-  else if (kind != "message")
-    m.extra_headers.push_back({"Auto-Submitted", "auto-generated"});
-  for (const auto& a : tx.exec_params("SELECT filename, content_type, data FROM outbox_attachments WHERE outbox_id = $1 ORDER BY position", id))
-    m.attachments.push_back({a[0].as<std::string>(), a[1].as<std::string>(), pqxx::binarystring(a[2]).str()});
-  return row;
+void outbox_release(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids) {
+  if (ids.empty()) return;
+  const std::string list = sql_id_array(ids);
+  exec_prepared(tx, "outbox_release", kRelease, list);
 }
 
-void outbox_set_raw(pqxx::dbtransaction& tx, std::int64_t id, const std::string& raw) {
-  tx.exec_params("UPDATE outbox SET raw = $2 WHERE id = $1 AND raw IS NULL", id, pqxx::binarystring(raw));
+std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mailbox_id, int limit, std::size_t max_bytes) {
+  // First only ids and sizes, so that the rows past the byte budget are never read.
+  std::vector<std::int64_t> ids;
+  std::size_t bytes = 0;
+  for (const auto& r : exec_prepared(tx, "outbox_lock_due", kLockDue, mailbox_id, limit)) {
+    const auto size = r[1].as<std::int64_t>();
+    if (!ids.empty() && bytes + static_cast<std::size_t>(size) > max_bytes) break;
+    ids.push_back(r[0].as<std::int64_t>());
+    bytes += static_cast<std::size_t>(size);
+  }
+  if (ids.empty()) return {};
+  // Rows past the budget stay locked until the commit and are not claimed: the next chunk takes them.
+  const std::string list = sql_id_array(ids);
+  std::vector<OutboxRow> rows;
+  std::map<std::int64_t, std::size_t> index;
+  bool attachments = false;
+  for (const auto& r : exec_prepared(tx, "outbox_load", kLoad, list)) {
+    OutboxRow row;
+    row.id = r[0].as<std::int64_t>();
+    row.mailbox_id = r[1].as<std::int64_t>();
+    auto& m = row.message;
+    m.from = {r[3].as<std::string>(), r[2].as<std::string>()};
+    if (!r[4].is_null()) m.reply_to = MailAddress{"", r[4].as<std::string>()};
+    m.to = plain_addresses(sql_text_list(r[5]));
+    m.cc = plain_addresses(sql_text_list(r[6]));
+    row.bcc = sql_text_list(r[7]);
+    m.subject = r[8].as<std::string>();
+    m.text_body = r[9].as<std::string>();
+    m.html_body = r[10].as<std::string>();
+    m.message_id = r[11].as<std::string>();
+    if (m.message_id.size() > 2 && m.message_id.front() == '<' && m.message_id.back() == '>')
+      m.message_id = m.message_id.substr(1, m.message_id.size() - 2);
+    m.date = r[12].as<std::int64_t>();
+    if (!r[13].is_null()) row.raw = pqxx::binarystring(r[13]).str();
+    const std::string kind = r[14].as<std::string>();
+    // RFC 3834: no auto-replies to these. A trusted receiver's mails answer a supplier's message.
+    if (kind.rfind("receiver_", 0) == 0)
+      m.extra_headers.push_back({"Auto-Submitted", "auto-replied"});
+    else if (kind != "message")
+      m.extra_headers.push_back({"Auto-Submitted", "auto-generated"});
+    attachments = attachments || (!row.raw && r[15].as<bool>());
+    index[row.id] = rows.size();
+    rows.push_back(std::move(row));
+  }
+  if (attachments)  // only rows still to be composed need theirs
+    for (const auto& a : exec_prepared(tx, "outbox_load_attachments", kLoadAttachments, list)) {
+      auto& row = rows[index.at(a[0].as<std::int64_t>())];
+      if (!row.raw)
+        row.message.attachments.push_back({a[1].as<std::string>(), a[2].as<std::string>(), pqxx::binarystring(a[3]).str()});
+    }
+  return rows;
 }
 
-void outbox_mark_sent(pqxx::dbtransaction& tx, std::int64_t id, const std::vector<RefusedRecipient>& refused, const ParsedMessage& parsed) {
-  auto r = tx.exec_params("SELECT mailbox_id, raw FROM outbox WHERE id = $1 AND state = 'sending' FOR UPDATE", id);
-  if (r.empty() || r[0][1].is_null()) return;  // taken back (lease passed) or cancelled meanwhile
-  const auto mailbox = r[0][0].as<std::int64_t>();
-  InboundMessage copy;
-  copy.mailbox_id = mailbox;
-  copy.source = "sent";
-  copy.source_key = "outbox:" + std::to_string(id);
-  copy.raw = pqxx::binarystring(r[0][1]).str();
-  copy.folder = "sent";
-  const auto stored = ingest_message(tx, copy, parsed, load_link_policy(tx, mailbox));
-  boost::json::array refused_json;
-  for (const auto& x : refused) refused_json.emplace_back(boost::json::object{{"address", x.address}, {"reply", x.reply}});
-  tx.exec_params(
-      "UPDATE outbox SET state = 'sent', sent_at = now(), lease_until = NULL, last_error = NULL, failed_step = NULL, "
-      "refused = $2::jsonb, sent_message_id = $3, updated_at = now() WHERE id = $1",
-      id, boost::json::serialize(refused_json), stored.message_id);
-  tx.exec_params("UPDATE messages SET status = 'read' WHERE id = $1 AND source = 'sent'", stored.message_id);
+void outbox_start_sending(pqxx::dbtransaction& tx, const std::vector<OutboxStart>& rows, std::chrono::seconds lease) {
+  if (rows.empty()) return;
+  std::vector<std::int64_t> ids;
+  std::vector<std::string> raws;  // hex, "" for a row that keeps its bytes
+  for (const auto& r : rows) {
+    ids.push_back(r.id);
+    raws.push_back(r.composed ? hex_encode(*r.composed) : std::string());
+  }
+  const std::string id_list = sql_id_array(ids), raw_list = sql_text_array(raws);
+  exec_prepared(tx, "outbox_start_sending", kStartSending, id_list, raw_list, static_cast<double>(lease.count()));
+}
+
+std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxOutcomes& outcomes, std::chrono::seconds retry_base,
+                                          std::chrono::seconds max_age) {
+  std::vector<OutboxSentCopy> recorded;
+  if (!outcomes.sent.empty()) {
+    std::vector<std::int64_t> ids;
+    for (const auto& s : outcomes.sent) ids.push_back(s.id);
+    const std::string id_list = sql_id_array(ids);
+    // Lock the rows still ours; one taken back after its lease (or cancelled) is left alone.
+    std::map<std::int64_t, std::int64_t> mailbox_of;
+    for (const auto& r : exec_prepared(tx, "outbox_lock_sending", kLockSending, id_list))
+      mailbox_of[r[0].as<std::int64_t>()] = r[1].as<std::int64_t>();
+    std::map<std::int64_t, LinkPolicy> policies;
+    std::vector<std::int64_t> sent_ids, copies;
+    std::vector<std::string> refused_lists;
+    for (const auto& s : outcomes.sent) {
+      const auto mailbox = mailbox_of.find(s.id);
+      if (mailbox == mailbox_of.end()) continue;
+      auto policy = policies.find(mailbox->second);
+      if (policy == policies.end()) policy = policies.emplace(mailbox->second, load_link_policy(tx, mailbox->second)).first;
+      InboundMessage copy;
+      copy.mailbox_id = mailbox->second;
+      copy.source = "sent";
+      copy.source_key = "outbox:" + std::to_string(s.id);
+      copy.raw = *s.raw;
+      copy.folder = "sent";
+      const auto stored = ingest_message(tx, copy, s.parsed, policy->second);
+      boost::json::array refused_json;
+      for (const auto& x : s.refused) refused_json.emplace_back(boost::json::object{{"address", x.address}, {"reply", x.reply}});
+      sent_ids.push_back(s.id);
+      copies.push_back(stored.message_id);
+      refused_lists.push_back(boost::json::serialize(refused_json));
+      recorded.push_back({s.id, stored.message_id});
+    }
+    if (!sent_ids.empty()) {
+      const std::string sent_list = sql_id_array(sent_ids), copy_list = sql_id_array(copies), refused_list = sql_text_array(refused_lists);
+      exec_prepared(tx, "outbox_mark_sent", kMarkSent, sent_list, refused_list, copy_list);
+      exec_prepared(tx, "outbox_copies_read", kCopiesRead, copy_list);
+    }
+  }
+  for (const auto& f : outcomes.failed) outbox_mark_failed(tx, f.id, f.permanent, f.step, f.reason, retry_base, max_age);
+  outbox_release(tx, outcomes.untried);
+  return recorded;
 }
 
 void outbox_mark_failed(pqxx::dbtransaction& tx, std::int64_t id, bool permanent, const std::string& step, const std::string& reason,
                         std::chrono::seconds retry_base, std::chrono::seconds max_age) {
-  // Backoff: base * 2^(attempts-1), at most an hour; 'failed' once the next try would be past max_age.
-  tx.exec_params(
-      "UPDATE outbox SET lease_until = NULL, last_error = $3, failed_step = nullif($4, ''), updated_at = now(), "
-      "state = CASE WHEN $2 OR now() + least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour') "
-      "  > age_from + make_interval(secs => $6) THEN 'failed' ELSE 'retrying' END, "
-      "next_attempt_at = now() + least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour') "
-      "WHERE id = $1 AND state = 'sending'",
-      id, permanent, reason, step, static_cast<double>(retry_base.count()), static_cast<double>(max_age.count()));
+  exec_prepared(tx, "outbox_mark_failed", kMarkFailed, id, permanent, reason, step, static_cast<double>(retry_base.count()),
+                static_cast<double>(max_age.count()));
 }
 
 }  // namespace mailgate

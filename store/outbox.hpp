@@ -1,16 +1,30 @@
 // store/outbox: the durable queue every outgoing mail goes through (DESIGN.md, "one way out").
 //
 // Rows are written by outbox_queue() in the transaction of their cause. Workers (daemon/outbox)
-// claim due rows of one mailbox with FOR UPDATE SKIP LOCKED, marking them 'sending' with a lease,
-// so several workers and several daemons never take one row twice; a row whose lease passed
-// (its daemon died mid-send) is given back by outbox_recover(). The outcome of an attempt is
-// recorded by outbox_mark_sent() (with the copy in the mailbox's "sent" folder, through the one
-// ingest pipeline) or outbox_mark_failed() (retry with backoff until the row is too old, or fail).
+// take due rows of one mailbox a chunk at a time: outbox_lock_due() locks them (FOR UPDATE SKIP
+// LOCKED, so several workers and several daemons never take one row twice) and loads them, the
+// worker composes those never composed, and outbox_start_sending() marks them 'sending' with a
+// lease and stores the composed bytes, all in one transaction. A row whose lease passed (its
+// daemon died mid-send) is given back by outbox_recover(). The outcomes of a chunk are recorded by
+// outbox_record() in one transaction: sent rows (each with its copy in the mailbox's "sent"
+// folder, through the one ingest pipeline), failed attempts (retry with backoff until the row is
+// too old, or fail keeping the server's reply), and rows given back untried.
+//
+// Duplicates. A message the server accepted is recorded as sent only when the transaction of its
+// chunk commits. If the daemon stops (crash, SIGKILL, power loss) or that transaction fails before
+// the commit, every message of the chunk stays 'sending', is taken back when its lease passes and
+// is sent again -- with the same bytes and the same Message-ID, so a receiver can recognise it.
+// The worker sends the next chunk while the previous one commits, so per SMTP connection at most
+// two chunks (2 x outbox_chunk_rows messages, never more than the mailbox's messages per
+// connection) can be accepted by the server without their outcome committed; those are the
+// messages that may arrive twice. Nothing is ever lost: a row leaves 'sending' only by a commit
+// that records its outcome, by outbox_release() or by outbox_recover().
 //
 // States: queued -> sending -> sent | retrying (-> sending ...) | failed; queued/retrying/failed
 // -> cancelled by a user; failed/cancelled -> queued again by a retry.
 #pragma once
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,13 +63,22 @@ struct DueMailbox {
 // Mailboxes with due rows (rows without a mailbox are given the primary mailbox first).
 std::vector<DueMailbox> outbox_due(pqxx::dbtransaction& tx);
 
+// Rows taken per chunk: the unit of one claim and of one outcome transaction (see Duplicates).
+constexpr int outbox_chunk_rows = 20;
+// About this many bytes of content (bodies and attachments, or composed bytes) per chunk; a
+// chunk always holds at least one row.
+constexpr std::size_t outbox_chunk_bytes = 16 << 20;
+
 // Claims up to `limit` due rows of the mailbox: 'sending', lease set, attempts + 1; oldest first.
 std::vector<std::int64_t> outbox_claim(pqxx::dbtransaction& tx, std::int64_t mailbox_id, int limit, std::chrono::seconds lease);
 // Extends the lease of rows still claimed by a live connection.
 void outbox_extend(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids, std::chrono::seconds lease);
+// Gives claimed rows back untried (shutdown, or the connection broke before their turn): due
+// now, the attempt not counted.
+void outbox_release(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids);
 
-// A claimed row: the message to compose (From filled from the mailbox when the row has none),
-// the Bcc recipients, and the bytes when it was composed before (a retry sends those).
+// A due row: the message to compose (From filled from the mailbox when the row has none), the
+// Bcc recipients, and the bytes when it was composed before (a retry sends those).
 struct OutboxRow {
   std::int64_t id = 0, mailbox_id = 0;
   OutgoingMessage message;
@@ -64,17 +87,51 @@ struct OutboxRow {
 
   std::vector<std::string> recipients() const;  // To, Cc and Bcc addresses
 };
-OutboxRow outbox_load(pqxx::dbtransaction& tx, std::int64_t id);
-void outbox_set_raw(pqxx::dbtransaction& tx, std::int64_t id, const std::string& raw);
+// Locks up to `limit` due rows of the mailbox (FOR UPDATE SKIP LOCKED, oldest first, at most
+// about `max_bytes` of content but at least one row) and loads them with their attachments: two
+// SELECTs. Nothing changes until outbox_start_sending() in the same transaction.
+std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mailbox_id, int limit, std::size_t max_bytes);
+
+struct OutboxStart {
+  std::int64_t id = 0;
+  const std::string* composed = nullptr;  // bytes for a row that had none; null: keep the row's
+};
+// Claims locked rows in one UPDATE: 'sending', lease set, attempts + 1, composed bytes stored.
+void outbox_start_sending(pqxx::dbtransaction& tx, const std::vector<OutboxStart>& rows, std::chrono::seconds lease);
 
 struct RefusedRecipient {
   std::string address, reply;
 };
-// Sent: the row becomes 'sent' and a copy is stored in the mailbox's "sent" folder (linked to
-// contacts like any message). Only acts on a row still 'sending'.
-// `parsed` is the parse of the row's raw bytes (protocol/mime), for the sent copy.
-void outbox_mark_sent(pqxx::dbtransaction& tx, std::int64_t id, const std::vector<RefusedRecipient>& refused,
-                      const ParsedMessage& parsed);
+
+// The outcomes of one chunk.
+struct OutboxSent {
+  std::int64_t id = 0;
+  const std::string* raw = nullptr;  // the bytes the server accepted (the row's raw)
+  ParsedMessage parsed;              // their parse (protocol/mime), for the sent copy
+  std::vector<RefusedRecipient> refused;
+};
+struct OutboxFailed {
+  std::int64_t id = 0;
+  bool permanent = false;
+  std::string step, reason;  // reason: the server's reply when it gave one
+};
+struct OutboxOutcomes {
+  std::vector<OutboxSent> sent;
+  std::vector<OutboxFailed> failed;
+  std::vector<std::int64_t> untried;  // given back (outbox_release)
+};
+struct OutboxSentCopy {
+  std::int64_t outbox_id = 0, message_id = 0;
+};
+
+// Records a chunk's outcomes in the caller's transaction (statements prepared, one UPDATE per
+// kind of outcome): sent rows become 'sent' with a copy stored in the mailbox's "sent" folder
+// (status read, linked to contacts like any message), failed ones as outbox_mark_failed() says,
+// untried ones go back. Only rows still 'sending' are touched (one taken back after its lease
+// and sent by another worker meanwhile keeps that worker's outcome). Returns the rows marked sent.
+std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxOutcomes& outcomes, std::chrono::seconds retry_base,
+                                          std::chrono::seconds max_age);
+
 // Failed attempt: permanent -> 'failed'; transient -> 'retrying' after the backoff, or 'failed'
 // once the row is older than max_age.
 void outbox_mark_failed(pqxx::dbtransaction& tx, std::int64_t id, bool permanent, const std::string& step, const std::string& reason,
