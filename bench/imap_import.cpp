@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -572,6 +573,7 @@ struct MailgateRun {
   double pg_cpu_s = 0, pg_hwm_mib = 0, db_mib = 0;
   int pg_backends = 0;
   int samples = 0, samples_active = 0, samples_in_transaction = 0;  // of the daemon's backends, every 100 ms
+  std::map<std::string, int> waits;  // what an executing backend waited for ("CPU": nothing), per sample
 };
 
 // mailgated on a fresh database: the mailbox is created through the API, then the import is
@@ -642,12 +644,16 @@ MailgateRun run_mailgate(const test::Dovecot& dovecot, const Options& o, std::ve
     pqxx::nontransaction q(db);
     const auto cursor = q.exec1("SELECT coalesce(max(last_uid), 0) FROM imap_cursors")[0].as<std::int64_t>();
     bool active = false, in_transaction = false;
-    for (const auto& row : q.exec("SELECT state FROM pg_stat_activity WHERE datname = current_database() AND "
-                                  "pid <> pg_backend_pid() AND backend_type = 'client backend'")) {
+    std::vector<std::string> waiting;
+    for (const auto& row : q.exec("SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'")) {
       const std::string state = row[0].is_null() ? "" : row[0].as<std::string>();
       active = active || state == "active";
       in_transaction = in_transaction || state.rfind("idle in transaction", 0) == 0;
+      if (state == "active") waiting.push_back(row[1].as<std::string>());
     }
+    if (cursor > 0)
+      for (const auto& w : waiting) ++run.waits[w];
     if (cursor > 0) {  // sampled from the first committed batch on
       ++run.samples;
       run.samples_active += active;
@@ -715,6 +721,19 @@ void print_details(const MailgateRun& mg, const Options& o) {
                              "  (IMAP fetch) {:.0f} %.\n",
                              100.0 * mg.samples_active / mg.samples, 100.0 * mg.samples_in_transaction / mg.samples,
                              100.0 * (mg.samples - mg.samples_active - mg.samples_in_transaction) / mg.samples);
+  if (!mg.waits.empty()) {
+    std::vector<std::pair<int, std::string>> waits;
+    int total = 0;
+    for (const auto& [what, n] : mg.waits) {
+      waits.emplace_back(n, what);
+      total += n;
+    }
+    std::sort(waits.rbegin(), waits.rend());
+    std::string line;
+    for (std::size_t i = 0; i < waits.size() && i < 6; ++i)
+      line += fmt::format("{}{} {:.0f} %", i ? ", " : "", waits[i].second, 100.0 * waits[i].first / total);
+    std::cout << "  An executing backend was (wait event; CPU: none): " << line << ".\n";
+  }
   if (f.connect && f.first_batch && f.last_batch) {
     const double steady = f.batches > 1 ? (o.messages - f.first_batch_size) / (*f.last_batch - *f.first_batch) : 0;
     double worst = 0;

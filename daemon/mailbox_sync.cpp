@@ -1,9 +1,11 @@
 #include "daemon/mailbox_sync.hpp"
 
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
+#include <utility>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
@@ -21,6 +24,7 @@
 #include "store/audit.hpp"
 #include "store/ingest.hpp"
 #include "store/run.hpp"
+#include "store/sql.hpp"
 #include "util/crypto.hpp"
 
 namespace mailgate {
@@ -32,6 +36,21 @@ namespace {
 
 constexpr auto kWatchInterval = std::chrono::seconds(2);
 constexpr auto kIdleRound = std::chrono::seconds(60);  // config changes are noticed between rounds
+constexpr int kParseThreads = 2;
+
+// The cursor moves with its batch; the mailbox's last sync time with it.
+constexpr const char* kCursorUpdate =
+    "WITH cursor AS (INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (mailbox_id) DO UPDATE SET folder = $2, uidvalidity = $3, last_uid = greatest("
+    "CASE WHEN imap_cursors.uidvalidity = $3 THEN imap_cursors.last_uid ELSE 0 END, $4), updated_at = now()) "
+    "UPDATE mailboxes SET last_sync_at = now() WHERE id = $1";
+// After-import actions committed with their batch and not yet done (migration 0009).
+constexpr const char* kPendingActionInsert =
+    "INSERT INTO imap_pending_actions (mailbox_id, folder, uidvalidity, uids, action, move_folder) "
+    "VALUES ($1, $2, $3, $4::bigint[], $5, $6) RETURNING id";
+constexpr const char* kPendingActionsOf =
+    "SELECT id, folder, uidvalidity, uids, action, move_folder FROM imap_pending_actions WHERE mailbox_id = $1 ORDER BY id";
+constexpr const char* kPendingActionsDelete = "DELETE FROM imap_pending_actions WHERE id = ANY($1::bigint[])";
 
 struct MailboxConfig {
   std::int64_t id = 0;
@@ -98,6 +117,9 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
   std::mutex mutex;
   std::map<std::int64_t, std::shared_ptr<imap::Client>> running;  // mailbox -> its live connection (may be null)
   std::mt19937_64 random{std::random_device{}()};
+  // GMime parses run here, off the I/O threads and beside the store's threads, so that fetching,
+  // parsing and inserting overlap. Shared by every mailbox.
+  asio::thread_pool parse_pool{kParseThreads};
 
   double jitter() {
     std::lock_guard lock(mutex);
@@ -248,15 +270,16 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
       wire_of[f.name] = f.wire_name;
     }
     auto folder = choose_folder(folders, cfg.folder);
-    if (!folder) throw imap::Error(imap::Error::Kind::auth, "folder '" + cfg.folder + "' does not exist on the server");
+    if (!folder) throw imap::Error(imap::Error::Kind::config, "folder '" + cfg.folder + "' does not exist on the server");
     std::string move_target;
     if (cfg.after_import == "move") {
       auto target = choose_folder(folders, cfg.move_folder);
-      if (!target) throw imap::Error(imap::Error::Kind::auth, "folder '" + cfg.move_folder + "' (to move imported mail to) does not exist");
+      if (!target) throw imap::Error(imap::Error::Kind::config, "folder '" + cfg.move_folder + "' (to move imported mail to) does not exist");
       move_target = wire_of[*target];
     }
     auto info = co_await client->select(wire_of[*folder]);
     co_await health(cfg.id, Health::ok, "");
+    co_await replay_actions(*client, cfg, *folder, info.uidvalidity, folders, wire_of);
     const bool can_idle = client->has_capability("IDLE");
     while (!stopping) {
       co_await fetch_new(*client, cfg, *folder, info.uidvalidity, move_target, synced);
@@ -271,60 +294,113 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     co_await client->logout();
   }
 
+  // One fetched message: its bytes from the FETCH, parsed with GMime on the parse pool as soon as
+  // it has arrived (while the rest of its batch is still being fetched).
+  struct Arrived {
+    std::uint32_t uid = 0;
+    std::string raw;
+    ParsedMessage parsed;
+    std::vector<std::optional<ContentSpan>> spans;
+    std::future<void> ready;  // the parse
+  };
+  using Batch = std::vector<std::shared_ptr<Arrived>>;
+
+  // What a batch's transaction writes besides the messages.
+  struct CommitPlan {
+    std::int64_t mailbox = 0;
+    std::string folder;
+    std::uint32_t uidvalidity = 0;
+    bool resync = false;
+    std::uint32_t last_uid = 0;                 // the cursor after this batch
+    std::vector<std::uint32_t> uids;            // fetched
+    std::string action, move_folder;            // after-import action, recorded as pending
+    std::vector<std::int64_t> actions_done;     // pending actions of earlier batches now done
+  };
+
   // One batch being committed in the background (on the strand; the work on a store thread).
   struct BatchCommit {
     explicit BatchCommit(asio::any_io_executor ex) : done_timer(ex) {}
-    std::shared_ptr<std::vector<imap::FetchedMessage>> fetched;
+    std::vector<std::uint32_t> uids;
     std::uint32_t last_uid = 0;
     bool done = false;
     int stored = 0;
+    std::optional<std::int64_t> action_id;  // its pending after-import action
     std::exception_ptr error;
     asio::steady_timer done_timer;  // cancelled when done
   };
 
-  std::shared_ptr<BatchCommit> start_commit(asio::any_io_executor ex, std::int64_t id, const std::string& folder, std::uint32_t uidvalidity,
-                                            bool resync, std::uint32_t last, std::shared_ptr<std::vector<imap::FetchedMessage>> fetched) {
+  std::shared_ptr<BatchCommit> start_commit(asio::any_io_executor ex, CommitPlan plan, std::shared_ptr<Batch> batch) {
     auto commit = std::make_shared<BatchCommit>(ex);
-    commit->fetched = fetched;
-    commit->last_uid = last;
+    for (const auto& m : *batch) plan.uids.push_back(m->uid);
+    commit->uids = plan.uids;
+    commit->last_uid = plan.last_uid;
     commit->done_timer.expires_at(std::chrono::steady_clock::time_point::max());
-    asio::co_spawn(ex, commit_batch(commit, id, folder, uidvalidity, resync), asio::detached);
+    asio::co_spawn(ex, commit_batch(commit, std::move(batch), std::move(plan)), asio::detached);
     return commit;
   }
 
-  // (Parameters by value: this coroutine outlives its caller's statement.)
-  awaitable<void> commit_batch(std::shared_ptr<BatchCommit> commit, std::int64_t id, std::string folder, std::uint32_t uidvalidity, bool resync) {
-    auto self = shared_from_this();
-    // Parsing first, outside the transaction; then the batch and the cursor commit together.
-    auto op = store_run(s.store, [id, folder, uidvalidity, fetched = commit->fetched, resync, last = commit->last_uid](pqxx::connection_base& c) {
-      std::vector<ParsedMessage> parsed;
-      parsed.reserve(fetched->size());
-      for (const auto& m : *fetched) parsed.push_back(parse_message(m.raw));
-      pqxx::work tx(c);
-      const LinkPolicy policy = load_link_policy(tx, id);
-      int stored = 0;
-      for (std::size_t i = 0; i < fetched->size(); ++i) {
-        const auto& m = (*fetched)[i];
-        InboundMessage in;
-        in.mailbox_id = id;
-        in.source = "imap";
-        in.source_key = std::to_string(uidvalidity) + ":" + std::to_string(m.uid);
-        in.raw = m.raw;
-        in.dedupe_by_content = resync;
-        in.transport_tls = true;
-        if (!ingest_message(tx, in, parsed[i], policy).duplicate) ++stored;
+  // The messages of a fetched batch as ingest items (waiting for the parses still running).
+  static std::vector<IngestItem> ingest_items(Batch& batch, const CommitPlan& plan) {
+    std::vector<IngestItem> items(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      auto& m = *batch[i];
+      m.ready.get();  // parsed by now, or nearly
+      auto& item = items[i];
+      item.in.mailbox_id = plan.mailbox;
+      item.in.source = "imap";
+      item.in.source_key = std::to_string(plan.uidvalidity) + ":" + std::to_string(m.uid);
+      item.in.raw = std::move(m.raw);
+      item.in.dedupe_by_content = plan.resync;
+      item.in.transport_tls = true;
+      item.parsed = std::move(m.parsed);
+      for (const auto& span : m.spans) {
+        std::optional<RawSpan> kept;
+        if (span) kept = RawSpan{static_cast<std::int64_t>(span->offset), static_cast<std::int64_t>(span->length), span->base64 ? "base64" : "identity"};
+        item.attachment_spans.push_back(std::move(kept));
       }
-      tx.exec_params(
-          "INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4) "
-          "ON CONFLICT (mailbox_id) DO UPDATE SET folder = $2, uidvalidity = $3, last_uid = greatest("
-          "CASE WHEN imap_cursors.uidvalidity = $3 THEN imap_cursors.last_uid ELSE 0 END, $4), updated_at = now()",
-          id, folder, static_cast<std::int64_t>(uidvalidity), static_cast<std::int64_t>(last));
-      tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id);
+    }
+    return items;
+  }
+
+  struct Committed {
+    int stored = 0;
+    std::optional<std::int64_t> action_id;
+  };
+
+  // (Parameters by value: this coroutine outlives its caller's statement.)
+  awaitable<void> commit_batch(std::shared_ptr<BatchCommit> commit, std::shared_ptr<Batch> batch, CommitPlan plan) {
+    auto self = shared_from_this();
+    // The batch, its messages' links, the cursor and the pending after-import action commit
+    // together, in a handful of statements (store/ingest.hpp). The store job owns what it touches
+    // (no I/O object). The items are made once: a job that meets a broken connection runs again
+    // (store/store.hpp).
+    auto items = std::make_shared<std::vector<IngestItem>>();
+    auto op = store_run(s.store, [batch, items, plan = std::move(plan)](pqxx::connection_base& c) {
+      if (!batch->empty()) {
+        *items = ingest_items(*batch, plan);
+        batch->clear();
+      }
+      pqxx::work tx(c);
+      const LinkPolicy policy = load_link_policy(tx, plan.mailbox);
+      Committed out;
+      for (const auto& outcome : ingest_messages(tx, *items, policy))
+        if (!outcome.duplicate) ++out.stored;
+      tx.exec_params(kCursorUpdate, plan.mailbox, plan.folder, static_cast<std::int64_t>(plan.uidvalidity),
+                     static_cast<std::int64_t>(plan.last_uid));
+      if (plan.action != "leave" && !plan.uids.empty()) {
+        std::vector<std::int64_t> uids(plan.uids.begin(), plan.uids.end());
+        out.action_id = tx.exec_params1(kPendingActionInsert, plan.mailbox, plan.folder, static_cast<std::int64_t>(plan.uidvalidity),
+                                        sql_id_array(uids), plan.action, plan.move_folder)[0]
+                            .as<std::int64_t>();
+      }
+      if (!plan.actions_done.empty()) tx.exec_params(kPendingActionsDelete, sql_id_array(plan.actions_done));
       tx.commit();
-      return stored;
+      return out;
     });
     try {
-      commit->stored = co_await std::move(op);
+      const auto done = co_await std::move(op);
+      commit->stored = done.stored;
+      commit->action_id = done.action_id;
     } catch (...) {
       commit->error = std::current_exception();
     }
@@ -332,17 +408,88 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     commit->done_timer.cancel();
   }
 
-  // Waits for a batch's commit; then (only then) acknowledges it to the server.
-  awaitable<void> finish(imap::Client& client, const MailboxConfig& cfg, const std::string& move_target, BatchCommit& commit) {
+  // Waits for a batch's commit; then (only then) acknowledges it to the server. The action's
+  // pending row is removed by the next transaction (`actions_done`).
+  awaitable<void> finish(imap::Client& client, const MailboxConfig& cfg, const std::string& move_target, BatchCommit& commit,
+                         std::vector<std::int64_t>& actions_done) {
     while (!commit.done) co_await commit.done_timer.async_wait(asio::as_tuple(asio::use_awaitable));
     if (commit.error) std::rethrow_exception(commit.error);
-    spdlog::info("event=mailbox_batch mailbox={} fetched={} stored={} last_uid={}", cfg.id, commit.fetched->size(), commit.stored,
+    spdlog::info("event=mailbox_batch mailbox={} fetched={} stored={} last_uid={}", cfg.id, commit.uids.size(), commit.stored,
                  commit.last_uid);
-    std::vector<std::uint32_t> done;
-    for (const auto& m : *commit.fetched) done.push_back(m.uid);
-    if (cfg.after_import == "seen") co_await client.mark_seen(done);
-    if (cfg.after_import == "move") co_await client.move(done, move_target);
-    if (cfg.after_import == "delete") co_await client.remove(done);
+    co_await apply_action(client, cfg.after_import, commit.uids, move_target);
+    if (commit.action_id) actions_done.push_back(*commit.action_id);
+  }
+
+  static awaitable<void> apply_action(imap::Client& client, const std::string& action, const std::vector<std::uint32_t>& uids,
+                                      const std::string& move_target) {
+    if (action == "seen") co_await client.mark_seen(uids);
+    if (action == "move") co_await client.move(uids, move_target);
+    if (action == "delete") co_await client.remove(uids);
+  }
+
+  awaitable<void> forget_actions(const std::vector<std::int64_t>& ids) {
+    if (ids.empty()) co_return;
+    auto op = store_transact(s.store, [ids](pqxx::work& tx) { tx.exec_params(kPendingActionsDelete, sql_id_array(ids)); });
+    co_await std::move(op);
+  }
+
+  // After-import actions that were committed but not done (the daemon died, or the connection
+  // dropped, in between) are done now, before anything new is fetched. An action on another
+  // folder or UIDVALIDITY, or one the server refuses (say, a move target that is gone), is
+  // dropped with a log line: it cannot succeed later either, and must not hold the mailbox up.
+  awaitable<void> replay_actions(imap::Client& client, const MailboxConfig& cfg, const std::string& folder, std::uint32_t uidvalidity,
+                                 const std::vector<FolderInfo>& folders, const std::map<std::string, std::string>& wire_of) {
+    struct Pending {
+      std::int64_t id = 0;
+      std::string folder;
+      std::uint32_t uidvalidity = 0;
+      std::vector<std::uint32_t> uids;
+      std::string action, move_folder;
+    };
+    const auto id = cfg.id;
+    auto load = store_transact(s.store, [id](pqxx::work& tx) {
+      std::vector<Pending> out;
+      for (const auto& r : tx.exec_params(kPendingActionsOf, id)) {
+        Pending p;
+        p.id = r[0].as<std::int64_t>();
+        p.folder = r[1].as<std::string>();
+        p.uidvalidity = static_cast<std::uint32_t>(r[2].as<std::int64_t>());
+        for (const auto& u : sql_text_list(r[3])) p.uids.push_back(static_cast<std::uint32_t>(std::stoul(u)));
+        p.action = r[4].as<std::string>();
+        p.move_folder = r[5].as<std::string>();
+        out.push_back(std::move(p));
+      }
+      return out;
+    });
+    const auto pending = co_await std::move(load);
+    std::vector<std::int64_t> done;
+    for (const auto& p : pending) {
+      std::string why_not;
+      std::string target;
+      if (p.folder != folder || p.uidvalidity != uidvalidity) {
+        why_not = "the folder or its UIDVALIDITY changed";
+      } else if (p.action == "move") {
+        const auto t = choose_folder(folders, p.move_folder);
+        if (t) target = wire_of.at(*t);
+        else why_not = "folder '" + p.move_folder + "' does not exist";
+      }
+      if (why_not.empty()) {
+        std::optional<imap::Error> refused;
+        try {
+          co_await apply_action(client, p.action, p.uids, target);
+        } catch (const imap::Error& e) {
+          if (e.kind != imap::Error::Kind::refused) throw;  // the connection: try again on the next one
+          refused = e;
+        }
+        if (refused) why_not = refused->what();
+      }
+      if (why_not.empty())
+        spdlog::info("event=mailbox_action_replayed mailbox={} action={} uids={}", id, p.action, p.uids.size());
+      else
+        spdlog::warn("event=mailbox_action_dropped mailbox={} action={} uids={} reason=\"{}\"", id, p.action, p.uids.size(), why_not);
+      done.push_back(p.id);
+    }
+    co_await forget_actions(done);
   }
 
   awaitable<void> fetch_new(imap::Client& client, const MailboxConfig& cfg, const std::string& folder, std::uint32_t uidvalidity,
@@ -356,24 +503,45 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     const auto start = plan_sync(co_await std::move(cursor_op), uidvalidity);
     if (start.resync) spdlog::info("event=mailbox_resync mailbox={} uidvalidity={}", id, uidvalidity);
     const auto uids = co_await client.search_uids(start.first_uid);
-    // Batch n commits (parse with GMime, insert, commit with the cursor: on a store thread) while
-    // batch n+1 is fetched over IMAP; batch n's after-import action waits for its commit.
+    // Three stages overlap: batch n commits (insert, cursor: on a store thread) while batch n+1 is
+    // fetched over IMAP, each of its messages parsed on the parse pool as soon as it is in. Batch
+    // n's after-import action waits for its commit.
     const auto executor = co_await asio::this_coro::executor;  // this mailbox's strand
     std::shared_ptr<BatchCommit> pending;
-    for (const auto& batch : batch_uids(uids, static_cast<std::size_t>(s.config.imap.batch_size))) {
-      auto fetched = std::make_shared<std::vector<imap::FetchedMessage>>();
-      const std::function<void(imap::FetchedMessage&&)> keep = [fetched](imap::FetchedMessage&& m) { fetched->push_back(std::move(m)); };
-      co_await client.fetch(batch.front(), batch.back(), keep);  // named: see store/run.hpp on GCC 12
+    std::vector<std::int64_t> actions_done;
+    for (const auto& uid_batch : batch_uids(uids, static_cast<std::size_t>(s.config.imap.batch_size))) {
+      auto batch = std::make_shared<Batch>();
+      const std::function<void(imap::FetchedMessage&&)> keep = [this, batch](imap::FetchedMessage&& m) {
+        auto arrived = std::make_shared<Arrived>();
+        arrived->uid = m.uid;
+        arrived->raw = std::move(m.raw);
+        std::packaged_task<void()> parse([arrived] { arrived->parsed = parse_message(arrived->raw, arrived->spans); });
+        arrived->ready = parse.get_future();
+        asio::post(parse_pool, std::move(parse));
+        batch->push_back(std::move(arrived));
+      };
+      co_await client.fetch(uid_batch.front(), uid_batch.back(), keep);  // named: see store/run.hpp on GCC 12
       if (pending) {
-        co_await finish(client, cfg, move_target, *pending);
+        co_await finish(client, cfg, move_target, *pending, actions_done);
         synced = true;
       }
-      pending = start_commit(executor, id, folder, uidvalidity, start.resync, batch.back(), fetched);
+      CommitPlan plan;
+      plan.mailbox = id;
+      plan.folder = folder;
+      plan.uidvalidity = uidvalidity;
+      plan.resync = start.resync;
+      plan.last_uid = uid_batch.back();
+      plan.action = cfg.after_import;
+      plan.move_folder = cfg.move_folder;
+      plan.actions_done = std::exchange(actions_done, {});
+      pending = start_commit(executor, std::move(plan), batch);
     }
     if (pending) {
-      co_await finish(client, cfg, move_target, *pending);
+      co_await finish(client, cfg, move_target, *pending, actions_done);
       synced = true;
     }
+    const auto last_done = std::exchange(actions_done, {});
+    co_await forget_actions(last_done);
     if (uids.empty()) {
       auto touch = store_transact(s.store, [id](pqxx::work& tx) { tx.exec_params("UPDATE mailboxes SET last_sync_at = now() WHERE id = $1", id); });
       co_await std::move(touch);

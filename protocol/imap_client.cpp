@@ -240,7 +240,12 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       const std::string creds = base64_encode(std::string(1, '\0') + user + std::string(1, '\0') + password);
       co_await sasl("PLAIN", creds);
     } else {
-      if (caps.count("LOGINDISABLED")) throw Error(Error::Kind::tls, "the server refuses LOGIN on this connection (LOGINDISABLED)");
+      // RFC 3501 6.2.3: the client must not send LOGIN. Trying again cannot help; an admin must
+      // choose TLS or STARTTLS (or the server must offer AUTHENTICATE PLAIN).
+      if (caps.count("LOGINDISABLED"))
+        throw Error(Error::Kind::config, std::string("the server does not allow LOGIN ") +
+                                             (tls ? "on this connection" : "without TLS; choose TLS or STARTTLS for this mailbox") +
+                                             " (LOGINDISABLED) and offers no AUTHENTICATE PLAIN");
       const std::string tag = next_tag();
       arm(to.command);
       const std::string head = tag + " LOGIN ";

@@ -9,7 +9,9 @@
 //   with quoted strings or literals (LITERAL+ when offered); XOAUTH2 with a bearer token.
 // - Every read and write has a deadline; a passing deadline closes the connection.
 // - Failures throw imap::Error whose kind tells the caller whether trying again can help:
-//   auth (the server refused the credentials) is permanent, the rest are transient.
+//   auth (the server refused the credentials) and config (the server offers no way in that this
+//   mailbox's settings allow, such as LOGINDISABLED on a connection without TLS) are permanent:
+//   an admin must change something. The rest are transient.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -39,10 +41,10 @@ struct Timeouts {
 
 class Error : public std::runtime_error {
  public:
-  enum class Kind { io, timeout, tls, protocol, auth, refused };
+  enum class Kind { io, timeout, tls, protocol, auth, refused, config };
   Error(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
   Kind kind;
-  bool permanent() const { return kind == Kind::auth; }
+  bool permanent() const { return kind == Kind::auth || kind == Kind::config; }
 };
 
 struct Folder {

@@ -44,7 +44,7 @@ int purge_removed_messages(pqxx::dbtransaction& tx, std::chrono::hours retention
   std::vector<std::int64_t> ids;
   for (const auto& r : doomed) ids.push_back(r[0].as<std::int64_t>());
   const std::string list = sql_id_array(ids);
-  for (const char* table : {"attachments", "message_addresses", "message_contacts"})
+  for (const char* table : {"attachment_parts", "message_addresses", "message_contacts"})
     tx.exec_params(std::string("DELETE FROM ") + table + " WHERE message_id = ANY($1::bigint[])", list);
   tx.exec_params("DELETE FROM messages WHERE id = ANY($1::bigint[])", list);
   for (const auto& r : doomed)
