@@ -3,6 +3,7 @@
 // worker pool for parsing and sender authentication, and the group commit.
 #include "daemon/smtp_server.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -162,6 +163,9 @@ class GroupCommit {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      // receiver_deliver() locks its receiver's row: in one order in every batch, so that two
+      // batches running at once never wait for each other in a circle.
+      std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a->delivery.receiver_id < b->delivery.receiver_id; });
       auto job = [batch, limit = rejections_per_hour_](pqxx::connection_base& c) {
         pqxx::work tx(c);
         for (const auto& p : batch) {
@@ -352,13 +356,15 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
     const auto write_timeout = command_timeout;
     std::optional<std::int64_t> receiver;  // of the current transaction
     std::chrono::steady_clock::time_point data_deadline{};
-    co_await conn.write(session.greeting().text, write_timeout);
+    const std::string greeting = session.greeting().text;
+    const std::string shutting_down_reply = "421 4.3.2 " + hostname + " Service shutting down\r\n";
+    co_await conn.write(greeting, write_timeout);
     std::string in;
     for (;;) {
       auto event = session.next();
       if (!event) {
         if (shutting_down() && session.idle()) {
-          co_await conn.write("421 4.3.2 " + hostname + " Service shutting down\r\n", write_timeout);
+          co_await conn.write(shutting_down_reply, write_timeout);
           co_return;
         }
         std::chrono::milliseconds timeout = command_timeout;
@@ -383,12 +389,13 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
           }
         }
         if (cancelled) {
-          co_await conn.write("421 4.3.2 " + hostname + " Service shutting down\r\n", write_timeout);
+          co_await conn.write(shutting_down_reply, write_timeout);
           co_return;
         }
         if (in.empty()) {
           spdlog::info("event=smtp_timeout session={} client={} in_data={}", session_id, ip, session.in_data());
-          co_await conn.write(session.timed_out().text, std::chrono::seconds(5));
+          const std::string timeout_reply = session.timed_out().text;
+          co_await conn.write(timeout_reply, std::chrono::seconds(5));
           co_return;
         }
         session.feed(in);

@@ -3,11 +3,9 @@
 // daemon sends (invitations, rejections, notifications), and real clients: a raw socket for exact
 // bytes, Debian's swaks for STARTTLS, Postfix's smtp-source for load.
 //
-// The transcripts in tests/transcripts/smtp/*.txt are replayed against the running daemon here:
-// "C: " lines are sent (with CRLF; "C~ " without it; \r \n \t and \\ are escapes; consecutive
-// client lines go out in one write, as a pipelining client sends them), "S: " lines must match the
-// reply lines in order ("*" matches any run of characters). {receiver}, {inactive} and {tls_only}
-// stand for receiver addresses made by the test.
+// The transcripts in tests/transcripts/smtp/*.txt (format: tests/support/smtp_transcript.hpp) are
+// replayed against the running daemon here; {receiver}, {inactive} and {tls_only} stand for
+// receiver addresses made by the test.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -21,7 +19,6 @@
 
 #include <atomic>
 #include <csignal>
-#include <fnmatch.h>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -33,6 +30,7 @@
 #include "tests/support/dns_server.hpp"
 #include "tests/support/pg_harness.hpp"
 #include "tests/support/smtp_servers.hpp"
+#include "tests/support/smtp_transcript.hpp"
 
 namespace mailgate {
 namespace {
@@ -391,44 +389,17 @@ TEST_F(SmtpReceiver, TranscriptsAgainstTheRunningDaemon) {
   auto [inactive_id, inactive] = make_receiver();
   api_.call("admin", "PATCH", "/api/v1/receivers/" + std::to_string(inactive_id), R"({"status": "inactive"})");
   const auto tls_only = make_receiver("active", R"(, "require_tls": true)").second;
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(fs::path(MAILGATE_SOURCE_DIR) / "tests/transcripts/smtp")) files.push_back(e.path());
-  std::sort(files.begin(), files.end());
+  const auto files = test::smtp_transcripts();
   ASSERT_GE(files.size(), 8u);
+  const std::map<std::string, std::string> vars = {{"{receiver}", receiver}, {"{inactive}", inactive}, {"{tls_only}", tls_only}};
   for (const auto& file : files) {
-    std::ifstream in(file);
-    std::vector<std::pair<char, std::string>> steps;  // 'C' send, 'S' expect
-    for (std::string l; std::getline(in, l);) {
-      if (l == "C:") l = "C: ";  // an empty line of the message
-      if (l.size() < 3 || l[0] == '#') continue;
-      std::string text = l.substr(3);
-      for (auto [var, val] : {std::pair<std::string, std::string>{"{receiver}", receiver}, {"{inactive}", inactive}, {"{tls_only}", tls_only}})
-        for (std::size_t at; (at = text.find(var)) != std::string::npos;) text.replace(at, var.size(), val);
-      std::string unescaped;
-      for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] == '\\' && i + 1 < text.size() && l[0] == 'C') {
-          const char n = text[++i];
-          unescaped += n == 'r' ? '\r' : n == 'n' ? '\n' : n == 't' ? '\t' : n;
-        } else {
-          unescaped += text[i];
-        }
-      }
-      if (l.rfind("C: ", 0) == 0) steps.push_back({'C', unescaped + "\r\n"});
-      else if (l.rfind("C~ ", 0) == 0) steps.push_back({'C', unescaped});
-      else if (l.rfind("S: ", 0) == 0) steps.push_back({'S', unescaped});
-      else if (l.rfind("R: ", 0) == 0) steps.push_back({'R', unescaped});  // repeat the previous C step this many times
-    }
+    const auto steps = test::load_transcript(file, vars);
     RawSmtp c(smtp_port_);
     std::string log, pending;
     bool ok = true;
     for (std::size_t i = 0; i < steps.size() && ok; ++i) {
-      auto& [kind, text] = steps[i];
-      if (kind == 'C') {
-        pending += text;
-        continue;
-      }
-      if (kind == 'R') {
-        for (int n = std::stoi(text); n > 1; --n) pending += steps[i - 1].second;
+      if (steps[i].client) {
+        pending += steps[i].text;
         continue;
       }
       if (!pending.empty()) {
@@ -436,11 +407,12 @@ TEST_F(SmtpReceiver, TranscriptsAgainstTheRunningDaemon) {
         c.send(pending);
         pending.clear();
       }
-      const std::string got = text == "<closed>" ? (c.closed_by_server() ? "<closed>" : "<open>") : c.line();
+      const std::string& expected = steps[i].text;
+      const std::string got = expected == "<closed>" ? (c.closed_by_server() ? "<closed>" : "<open>") : c.line();
       log += "S: " + got + "\n";
-      if (fnmatch(text.c_str(), got.c_str(), 0) != 0) {
+      if (!test::transcript_line_matches(expected, got)) {
         ok = false;
-        log += "   expected: " + text + "\n";
+        log += "   expected: " + expected + "\n";
       }
     }
     EXPECT_TRUE(ok) << file.filename() << "\n" << log;
@@ -491,6 +463,18 @@ TEST_F(SmtpReceiver, ManyRecipientsAndOtherReceiversInOneTransaction) {
   c.send(data_of(message("piet@leverancier.test")));
   EXPECT_EQ(c.reply().rfind("250 ", 0), 0u);
   EXPECT_EQ(count("SELECT count(*) FROM messages WHERE source = 'smtp'"), 1) << "one message however many recipients";
+}
+
+TEST_F(SmtpReceiver, ShutdownAnswersIdleSessionsWith421AndExitsCleanly) {
+  RawSmtp c(smtp_port_);
+  c.reply();
+  EXPECT_EQ(c.command("EHLO client.test").rfind("250-", 0), 0u);
+  int status = -2;
+  std::thread stopper([&] { status = api_.daemon().stop(SIGTERM); });
+  EXPECT_EQ(c.reply(15s).rfind("421 4.3.2 mx.mailgate.test Service shutting down", 0), 0u);
+  EXPECT_TRUE(c.closed_by_server());
+  stopper.join();
+  EXPECT_EQ(status, 0) << api_.daemon().log();
 }
 
 class SmtpReceiverTimeouts : public SmtpReceiver {

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "protocol/smtp_session.hpp"
+#include "tests/support/smtp_transcript.hpp"
 
 namespace mailgate::smtpd {
 namespace {
@@ -203,6 +205,81 @@ TEST(SmtpSession, Limits) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1 + 9 + 1) << out;
   // A command line that never ends.
   EXPECT_EQ(run(std::string(600, 'A'), 1 << 20, &delivered), kGreeting + "500 5.5.2 Line too long, closing the connection\r\n");
+}
+
+// The transcript files the daemon test replays over loopback, replayed here against the session
+// alone: every reply but the verdict at the end of DATA is the session's own; that verdict comes
+// from the daemon's policy, so here it is answered with the transcript's own line. The client's
+// bytes arrive at once and one byte at a time.
+TEST(SmtpSessionTranscriptFiles, RepliesMatchHoweverTheBytesArrive) {
+  const std::map<std::string, std::string> vars = {{"{receiver}", "r-abcdefghijkl@ontvang.mailgate.test"},
+                                                   {"{tls_only}", "t-abcdefghijkl@ontvang.mailgate.test"},
+                                                   {"{inactive}", "i-abcdefghijkl@ontvang.mailgate.test"}};
+  const auto files = test::smtp_transcripts();
+  ASSERT_GE(files.size(), 8u);
+  for (const auto& file : files)
+    for (std::size_t chunk : {std::size_t(1), std::size_t(1) << 20}) {
+      const auto steps = test::load_transcript(file, vars);
+      Settings settings;
+      settings.hostname = "mx.mailgate.test";
+      settings.tls_available = true;
+      settings.limits.message = 200000;
+      Session session(settings);
+      std::vector<std::string> lines;  // what the server wrote, line by line; "<closed>" at a close
+      auto write = [&](const std::string& text) {
+        for (std::size_t at = 0; at < text.size();) {
+          const auto eol = text.find("\r\n", at);
+          lines.push_back(text.substr(at, eol - at));
+          at = eol + 2;
+        }
+      };
+      write(session.greeting().text);
+      std::size_t expected = 0;  // the next S: step to compare
+      auto next_expected = [&](std::size_t from) {
+        while (from < steps.size() && steps[from].client) ++from;
+        return from;
+      };
+      bool closed = false;
+      auto drain = [&] {
+        while (auto e = session.next()) {
+          switch (e->kind) {
+            case Event::Kind::reply: write(e->text); break;
+            case Event::Kind::start_tls: write(e->text); session.tls_started(); break;
+            case Event::Kind::close:
+              write(e->text);
+              lines.push_back("<closed>");
+              closed = true;
+              return;
+            case Event::Kind::check_rcpt:
+              session.answer_rcpt(e->address.rfind("r-", 0) == 0 || e->address.rfind("t-", 0) == 0 ? RcptVerdict::accept
+                                                                                                 : RcptVerdict::unknown);
+              break;
+            case Event::Kind::message: {
+              // The verdict is the daemon's: take the transcript's line for it.
+              std::size_t at = next_expected(0);
+              for (std::size_t seen = 0; at < steps.size() && seen < lines.size(); ++seen) at = next_expected(at + 1);
+              const std::string verdict = at < steps.size() ? steps[at].text : "451 4.3.0 none";
+              session.answer_message(std::stoi(verdict.substr(0, 3)), verdict.substr(4, verdict.find(' ', 4) - 4),
+                                     verdict.substr(verdict.find(' ', 4) + 1));
+              break;
+            }
+          }
+        }
+      };
+      for (const auto& step : steps) {
+        if (!step.client || closed) continue;
+        for (std::size_t at = 0; at < step.text.size() && !closed; at += chunk) {
+          session.feed(std::string_view(step.text).substr(at, chunk));
+          drain();
+        }
+      }
+      std::string log;
+      for (std::size_t i = next_expected(0); i < steps.size(); i = next_expected(i + 1), ++expected) {
+        const std::string got = expected < lines.size() ? lines[expected] : "<nothing>";
+        log += "S: " + got + (test::transcript_line_matches(steps[i].text, got) ? "\n" : "   <- expected " + steps[i].text + "\n");
+      }
+      EXPECT_EQ(log.find("<- expected"), std::string::npos) << file.filename() << " chunk " << chunk << "\n" << log;
+    }
 }
 
 }  // namespace
