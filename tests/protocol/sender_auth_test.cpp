@@ -377,6 +377,29 @@ TEST_F(SenderAuth, ConcurrentChecksAgree) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
+TEST_F(SenderAuth, BrokenMessagesAreResultsNotExceptions) {
+  Checker checker(settings());
+  std::string noise;
+  for (int i = 0; i < 4096; ++i) noise += static_cast<char>((i * 7919) % 256);
+  const std::string cases[] = {
+      "",
+      "\r\n\r\n",
+      "From: billing@trusted.test",  // no line end, no body
+      "DKIM-Signature: v=1; a=rsa-sha256; d=trusted.test; s=sel; h=from; bh=; b=\r\nFrom: billing@trusted.test\r\n\r\nx\r\n",
+      "DKIM-Signature: garbage\r\nFrom: billing@trusted.test\r\n\r\nx\r\n",
+      "From: " + std::string(100000, 'a') + "@trusted.test\r\n\r\n",
+      "From:\r\n \r\n\r\n",
+      noise,
+  };
+  for (const auto& raw : cases) {
+    Verdict v;
+    ASSERT_NO_THROW(v = checker.check(input("billing@trusted.test", raw))) << raw.substr(0, 80);
+    EXPECT_EQ(v.spf, "pass");
+    EXPECT_FALSE(v.authentication_results.empty());
+    for (const auto& d : v.dkim) EXPECT_NE(d.result, "pass");
+  }
+}
+
 TEST_F(SenderAuth, OrganizationalDomainFollowsThePublicSuffixList) {
   Checker checker(settings());
   const std::pair<const char*, const char*> cases[] = {
