@@ -21,7 +21,8 @@
 // Failure: a lookup that fails is a result (temperror), never an exception and never a pass; so
 // is a broken record (permerror) or a broken message. DnsSettings that do not parse, or a library
 // that cannot start (the public suffix list unreadable), throw std::runtime_error (or
-// std::invalid_argument) from the constructor. Each check stops asking DNS after
+// std::invalid_argument) from the constructor; a client_ip that is not an IP address is the
+// caller's bug and throws std::invalid_argument from check(). Each check stops asking DNS after
 // DnsSettings.check_budget; what is still unanswered then is a temperror.
 #pragma once
 #include <chrono>
