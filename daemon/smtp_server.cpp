@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -329,8 +330,15 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
       live.emplace(conn, idle);
     }
     spdlog::debug("event=smtp_connect session={} client={}", session_id, ip);
+    // The slot is given back before the last reply is written: a client that reconnects as soon
+    // as it read 221 must not find its old session still counted.
+    bool released = false;
+    const std::function<void()> release = [&] {
+      if (!released) leave(ip);
+      released = true;
+    };
     try {
-      co_await converse(*conn, *idle, ip, session_id);
+      co_await converse(*conn, *idle, ip, session_id, release);
     } catch (const net::Error& e) {
       spdlog::info("event=smtp_session_ended session={} client={} reason=\"{}\"", session_id, ip, e.what());
     } catch (const std::exception& e) {
@@ -341,7 +349,7 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
       std::lock_guard lock(mutex);
       live.erase(conn);
     }
-    leave(ip);
+    release();
     (void)write_timeout;
   }
 
@@ -350,7 +358,8 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
     return stopping;
   }
 
-  awaitable<void> converse(net::Connection& conn, std::atomic<bool>& idle, const std::string& ip, const std::string& session_id) {
+  awaitable<void> converse(net::Connection& conn, std::atomic<bool>& idle, const std::string& ip, const std::string& session_id,
+                           const std::function<void()>& release) {
     smtpd::Session session(settings);
     const auto command_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(cfg.command_timeout);
     const auto write_timeout = command_timeout;
@@ -407,6 +416,7 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
           co_await conn.write(event->text, write_timeout);
           break;
         case smtpd::Event::Kind::close:
+          release();
           if (!event->text.empty()) co_await conn.write(event->text, write_timeout);
           co_return;
         case smtpd::Event::Kind::start_tls:
