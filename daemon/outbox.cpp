@@ -302,7 +302,20 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
   awaitable<std::size_t> record_chunk(std::int64_t mailbox, std::shared_ptr<const ChunkOutcomes> outcomes) {
     auto op = store_run(s.store, [outcomes, &c = s.config](pqxx::connection_base& connection) {
       OutboxOutcomes o;
-      for (const auto& sent : outcomes->sent) o.sent.push_back({sent.id, &sent.raw, parse_message(sent.raw), sent.refused});
+      for (const auto& sent : outcomes->sent) {
+        OutboxSent copy;
+        copy.id = sent.id;
+        copy.raw = &sent.raw;
+        std::vector<std::optional<ContentSpan>> spans;
+        copy.parsed = parse_message(sent.raw, spans);
+        for (const auto& span : spans)
+          copy.attachment_spans.push_back(span ? std::optional<RawSpan>(RawSpan{static_cast<std::int64_t>(span->offset),
+                                                                                static_cast<std::int64_t>(span->length),
+                                                                                span->base64 ? "base64" : "identity"})
+                                               : std::nullopt);
+        copy.refused = sent.refused;
+        o.sent.push_back(std::move(copy));
+      }
       o.failed = outcomes->failed;
       o.untried = outcomes->untried;
       pqxx::work tx(connection);
@@ -311,12 +324,12 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       return recorded;
     });
     const std::vector<OutboxSentCopy> recorded = co_await std::move(op);
-    std::size_t at = 0;
+    std::set<std::int64_t> ids;
+    for (const auto& r : recorded) ids.insert(r.outbox_id);
     for (const auto& sent : outcomes->sent) {
-      if (at < recorded.size() && recorded[at].outbox_id == sent.id) {
+      if (ids.count(sent.id)) {
         spdlog::info("event=outbox_sent id={} mailbox={} recipients={} refused={} reply=\"{}\"", sent.id, mailbox, sent.recipients,
                      sent.refused.size(), sent.reply);
-        ++at;
       } else {
         spdlog::warn("event=outbox_sent_not_recorded id={} mailbox={} reason=\"the row was no longer ours (lease passed or cancelled)\"",
                      sent.id, mailbox);

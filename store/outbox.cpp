@@ -223,27 +223,35 @@ std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxO
     std::map<std::int64_t, std::int64_t> mailbox_of;
     for (const auto& r : exec_prepared(tx, "outbox_lock_sending", kLockSending, id_list))
       mailbox_of[r[0].as<std::int64_t>()] = r[1].as<std::int64_t>();
-    std::map<std::int64_t, LinkPolicy> policies;
+    // The copies, one ingest_messages() call per mailbox (a connection's rows share one).
+    std::map<std::int64_t, std::vector<const OutboxSent*>> by_mailbox;
+    for (const auto& s : outcomes.sent)
+      if (const auto m = mailbox_of.find(s.id); m != mailbox_of.end()) by_mailbox[m->second].push_back(&s);
     std::vector<std::int64_t> sent_ids, copies;
     std::vector<std::string> refused_lists;
-    for (const auto& s : outcomes.sent) {
-      const auto mailbox = mailbox_of.find(s.id);
-      if (mailbox == mailbox_of.end()) continue;
-      auto policy = policies.find(mailbox->second);
-      if (policy == policies.end()) policy = policies.emplace(mailbox->second, load_link_policy(tx, mailbox->second)).first;
-      InboundMessage copy;
-      copy.mailbox_id = mailbox->second;
-      copy.source = "sent";
-      copy.source_key = "outbox:" + std::to_string(s.id);
-      copy.raw = *s.raw;
-      copy.folder = "sent";
-      const auto stored = ingest_message(tx, copy, s.parsed, policy->second);
-      boost::json::array refused_json;
-      for (const auto& x : s.refused) refused_json.emplace_back(boost::json::object{{"address", x.address}, {"reply", x.reply}});
-      sent_ids.push_back(s.id);
-      copies.push_back(stored.message_id);
-      refused_lists.push_back(boost::json::serialize(refused_json));
-      recorded.push_back({s.id, stored.message_id});
+    for (const auto& [mailbox, rows] : by_mailbox) {
+      std::vector<IngestItem> items;
+      items.reserve(rows.size());
+      for (const auto* s : rows) {
+        IngestItem item;
+        item.in.mailbox_id = mailbox;
+        item.in.source = "sent";
+        item.in.source_key = "outbox:" + std::to_string(s->id);
+        item.in.raw = *s->raw;
+        item.in.folder = "sent";
+        item.parsed = s->parsed;
+        item.attachment_spans = s->attachment_spans;
+        items.push_back(std::move(item));
+      }
+      const auto stored = ingest_messages(tx, items, load_link_policy(tx, mailbox));
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        boost::json::array refused_json;
+        for (const auto& x : rows[i]->refused) refused_json.emplace_back(boost::json::object{{"address", x.address}, {"reply", x.reply}});
+        sent_ids.push_back(rows[i]->id);
+        copies.push_back(stored.at(i).message_id);
+        refused_lists.push_back(boost::json::serialize(refused_json));
+        recorded.push_back({rows[i]->id, stored.at(i).message_id});
+      }
     }
     if (!sent_ids.empty()) {
       const std::string sent_list = sql_id_array(sent_ids), copy_list = sql_id_array(copies), refused_list = sql_text_array(refused_lists);

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "rules/message.hpp"
+#include "store/ingest.hpp"
 
 namespace pqxx {
 class dbtransaction;
@@ -108,6 +109,7 @@ struct OutboxSent {
   std::int64_t id = 0;
   const std::string* raw = nullptr;  // the bytes the server accepted (the row's raw)
   ParsedMessage parsed;              // their parse (protocol/mime), for the sent copy
+  std::vector<std::optional<RawSpan>> attachment_spans;  // as IngestItem's: attachments kept as spans of raw
   std::vector<RefusedRecipient> refused;
 };
 struct OutboxFailed {
@@ -126,7 +128,8 @@ struct OutboxSentCopy {
 
 // Records a chunk's outcomes in the caller's transaction (statements prepared, one UPDATE per
 // kind of outcome): sent rows become 'sent' with a copy stored in the mailbox's "sent" folder
-// (status read, linked to contacts like any message), failed ones as outbox_mark_failed() says,
+// (status read, linked to contacts like any message; all copies of a mailbox through one
+// ingest_messages() call), failed ones as outbox_mark_failed() says,
 // untried ones go back. Only rows still 'sending' are touched (one taken back after its lease
 // and sent by another worker meanwhile keeps that worker's outcome). Returns the rows marked sent.
 std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxOutcomes& outcomes, std::chrono::seconds retry_base,
