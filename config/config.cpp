@@ -279,6 +279,38 @@ void read_smtp_receiver(Reader r, SmtpReceiverConfig& c) {
   if (c.tls_certificate.empty() != c.tls_key.empty()) r.invalid("tls_key", "tls_certificate and tls_key go together");
 }
 
+// An API base URL: https always (the tests' fakes serve TLS too), kept without a trailing slash.
+void read_base_url(Reader& r, std::string_view key, std::string& out) {
+  r.string(key, out);
+  while (!out.empty() && out.back() == '/') out.pop_back();
+  if (out.rfind("https://", 0) != 0 || out.size() <= 8) r.invalid(key, "must be an https:// URL");
+}
+
+void read_http_client(Reader r, HttpClientConfig& c) {
+  r.seconds("connect_timeout_seconds", c.connect_timeout, 1, 600);
+  r.seconds("request_timeout_seconds", c.request_timeout, 1, 3600);
+  r.integer("max_response_bytes", c.max_response_bytes, 1024, std::int64_t{1} << 31);
+  r.integer("max_idle_per_host", c.max_idle_per_host, 0, 64);
+  r.seconds("idle_timeout_seconds", c.idle_timeout, 1, 3600);
+}
+
+void read_mailgun(Reader r, MailgunConfig& c) {
+  read_base_url(r, "api_base_eu", c.api_base_eu);
+  read_base_url(r, "api_base_us", c.api_base_us);
+  r.seconds("webhook_max_age_seconds", c.webhook_max_age, 60, 7 * 24 * 3600);
+  r.integer("webhook_max_bytes", c.webhook_max_bytes, 1024, std::int64_t{1} << 31);
+  r.integer("webhook_max_fields", c.webhook_max_fields, 10, 100000);
+}
+
+void read_graph(Reader r, GraphConfig& c) {
+  read_base_url(r, "api_base", c.api_base);
+  read_base_url(r, "login_base", c.login_base);
+  r.integer("max_concurrent_per_mailbox", c.max_concurrent_per_mailbox, 1, 16);
+  r.integer("max_send_bytes", c.max_send_bytes, 1024, std::int64_t{1} << 30);
+  r.integer("secret_expiry_warning_days", c.secret_expiry_warning_days, 0, 365);
+  r.integer("page_size", c.page_size, 1, 1000);
+}
+
 }  // namespace
 
 Config parse_config(std::string_view text, const std::filesystem::path& source_name) {
@@ -304,6 +336,9 @@ Config parse_config(std::string_view text, const std::filesystem::path& source_n
     read_messages(r.table("messages"), config.messages);
     read_outbox(r.table("outbox"), config.outbox);
     read_smtp_receiver(r.table("smtp_receiver"), config.smtp_receiver);
+    read_http_client(r.table("http_client"), config.http_client);
+    read_mailgun(r.table("mailgun"), config.mailgun);
+    read_graph(r.table("graph"), config.graph);
   }
   if (!problems.list().empty()) throw ConfigError(std::move(problems.list()));
   return config;

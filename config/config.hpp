@@ -95,6 +95,36 @@ struct SmtpReceiverConfig {
   int rejections_per_hour = 5;                 // rejection mails per receiver (its supplier contact) per hour
 };
 
+// Outgoing HTTPS (protocol/http_client: Mailgun's API, Microsoft Graph, the token endpoint).
+struct HttpClientConfig {
+  std::chrono::seconds connect_timeout{10};
+  std::chrono::seconds request_timeout{60};      // the whole exchange, body included
+  std::size_t max_response_bytes = 64 << 20;     // a Graph $value of a large message fits
+  int max_idle_per_host = 4;                     // kept-alive connections reused per scheme://host:port
+  std::chrono::seconds idle_timeout{60};         // an idle connection is closed after this
+};
+
+// Mailgun (issue 7). The API hosts are the documented ones; tests point them at a local fake.
+struct MailgunConfig {
+  std::string api_base_eu = "https://api.eu.mailgun.net";
+  std::string api_base_us = "https://api.mailgun.net";
+  // Webhooks: timestamps older (or further in the future) than this are refused. Mailgun retries
+  // a failed webhook for 8 hours; the window covers that with room to spare.
+  std::chrono::seconds webhook_max_age{9 * 3600 - 60 * 30};  // 8.5 h
+  std::size_t webhook_max_bytes = 40 << 20;      // one forwarded message with its form encoding
+  std::size_t webhook_max_fields = 1000;         // form fields (attachment-N included)
+};
+
+// Microsoft 365 through Microsoft Graph (issue 7). Tests point both bases at a local fake.
+struct GraphConfig {
+  std::string api_base = "https://graph.microsoft.com/v1.0";
+  std::string login_base = "https://login.microsoftonline.com";  // {login_base}/{tenant}/oauth2/v2.0/token
+  int max_concurrent_per_mailbox = 4;            // requests at once per mailbox (Graph's limit)
+  std::size_t max_send_bytes = 4 << 20;          // sendMail's raw MIME limit (documented 4 MB)
+  int secret_expiry_warning_days = 14;           // warn this many days before ms365_secret_expires_on
+  int page_size = 100;                           // Prefer: odata.maxpagesize for delta pages
+};
+
 struct Config {
   std::filesystem::path path;  // the file it came from
   DaemonConfig daemon;
@@ -107,6 +137,9 @@ struct Config {
   MessagesConfig messages;
   OutboxConfig outbox;
   SmtpReceiverConfig smtp_receiver;
+  HttpClientConfig http_client;
+  MailgunConfig mailgun;
+  GraphConfig graph;
 };
 
 class ConfigError : public std::runtime_error {
