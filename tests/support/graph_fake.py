@@ -60,8 +60,9 @@ Control API (plain HTTP on --control-port; JSON in and out):
   GET  /_control/stats           {"token_requests", "token_failures", "graph_requests",
                                   "max_concurrent": {user: n}, "max_concurrent_all", "in_flight",
                                   "messages": {user: n}}
-  GET  /_control/log             [{"time", "method", "path", "status", "user"}] of Graph requests
-                                 (time: seconds, float, time.time())
+  GET  /_control/log             [{"start", "time", "method", "path", "status", "user"}] of Graph
+                                 requests (when the request arrived and when it was answered:
+                                 seconds, float, time.time())
 """
 import argparse
 import base64
@@ -228,6 +229,7 @@ class Handler(BaseHTTPRequestHandler):
             path = path[len("/v1.0"):]
         m = re.match(r"/users/([^/]+)", path)
         user = m.group(1).lower() if m else ""
+        started = time.time()
         with st.lock:
             st.graph_requests += 1
             st.in_flight[user] = st.in_flight.get(user, 0) + 1
@@ -241,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 st.in_flight[user] -= 1
                 st.in_flight_all -= 1
-                st.log.append({"time": time.time(), "method": method, "path": self.path, "status": status, "user": user})
+                st.log.append({"start": started, "time": time.time(), "method": method, "path": self.path, "status": status, "user": user})
 
     def graph_call(self, method, path, query, user):
         st = self.state
