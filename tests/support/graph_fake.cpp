@@ -123,7 +123,8 @@ void GraphFake::set_value_delay_ms(int ms) {
 
 std::vector<GraphSent> GraphFake::sent() const {
   std::vector<GraphSent> out;
-  for (const auto& s : control("GET", "/_control/sent").as_array()) {
+  const auto answer = control("GET", "/_control/sent");
+  for (const auto& s : answer.as_array()) {
     GraphSent g;
     g.user = std::string(s.at("user").as_string());
     if (const auto* m = s.as_object().if_contains("mime_base64")) g.mime = base64_decode(std::string(m->as_string()));
