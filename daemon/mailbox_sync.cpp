@@ -18,6 +18,7 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include "daemon/mailbox_health.hpp"
 #include "protocol/imap_client.hpp"
 #include "protocol/mime.hpp"
 #include "rules/mailbox_sync.hpp"
@@ -85,24 +86,6 @@ MailboxConfig load_config(pqxx::dbtransaction& tx, const SecretBox& secrets, std
   c.port = static_cast<std::uint16_t>(row[11].as<int>());
   c.poll = std::chrono::seconds(row[12].as<int>());
   return c;
-}
-
-// Sets the mailbox's health; audits and logs only real changes.
-void set_health(pqxx::dbtransaction& tx, std::int64_t id, Health health, const std::string& reason) {
-  auto before = tx.exec_params("SELECT health, coalesce(health_reason, '') FROM mailboxes WHERE id = $1", id);
-  if (before.empty()) return;
-  const std::string old_health = before[0][0].as<std::string>(), old_reason = before[0][1].as<std::string>();
-  const std::string next = to_string(health);
-  if (old_health == next && old_reason == reason) return;
-  tx.exec_params(
-      "UPDATE mailboxes SET health = $2, health_reason = nullif($3, ''), "
-      "failing_since = CASE WHEN $2 = 'ok' THEN NULL ELSE coalesce(failing_since, now()) END WHERE id = $1",
-      id, next, reason);
-  if (old_health != next) {
-    audit_write(tx, Actor{"daemon", std::nullopt, "mailbox sync"}, "mailbox", std::to_string(id), "health",
-                {{"health", old_health, next}, {"health_reason", old_reason, reason}});
-    spdlog::info("event=mailbox_health mailbox={} from={} to={} reason=\"{}\"", id, old_health, next, reason);
-  }
 }
 
 }  // namespace
@@ -173,7 +156,7 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
   }
 
   awaitable<void> health(std::int64_t id, Health h, const std::string& reason) {
-    auto op = store_transact(s.store, [id, h, reason](pqxx::work& tx) { set_health(tx, id, h, reason); });
+    auto op = store_transact(s.store, [id, h, reason](pqxx::work& tx) { mailbox_set_health(tx, id, h, reason); });
     co_await std::move(op);
   }
 

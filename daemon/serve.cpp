@@ -20,6 +20,8 @@
 #include <systemd/sd-daemon.h>
 
 #include "daemon/api.hpp"
+#include "daemon/graph_sync.hpp"
+#include "daemon/graph_tokens.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/mailbox_sync.hpp"
 #include "daemon/metrics.hpp"
@@ -79,6 +81,8 @@ int serve(const Config& config) {
   metrics.gauge("mailgate_db_pool_queued", "Database jobs waiting for a connection.", [&] { return store.queued(); });
   std::atomic<bool> stopping{false};
   Services services{config, store, metrics, *secrets, stopping, [] {}};
+  GraphTokens graph_tokens(io.get_executor(), config);
+  services.graph_tokens = &graph_tokens;
   Router router;
   register_health_routes(router, services);
   register_web_routes(router);
@@ -86,6 +90,7 @@ int serve(const Config& config) {
   register_api_routes(api);
   HttpServer http(io, config.http, router, metrics);
   MailboxSupervisor mailboxes(io, services);
+  GraphSupervisor graph_mailboxes(io, services);
   OutboxWorker outbox(io, services);
   SmtpServer smtp(io, services);
   services.outbox_wake = [&outbox] { outbox.wake(); };
@@ -121,6 +126,7 @@ int serve(const Config& config) {
     sd_notify(0, "STOPPING=1");
     spdlog::info("event=shutdown_started grace_s={}", config.daemon.shutdown_grace.count());
     mailboxes.stop();
+    graph_mailboxes.stop();
     outbox.stop();
     if (smtp.enabled()) co_await smtp.shutdown(config.daemon.shutdown_grace);
     co_await http.shutdown(config.daemon.shutdown_grace);
@@ -155,6 +161,7 @@ int serve(const Config& config) {
       spdlog::info("event=smtp_listening listen={} port={}", config.smtp_receiver.listen[i], smtp.ports()[i]);
     sd_notify(0, "READY=1\nSTATUS=serving");
     mailboxes.start();
+    graph_mailboxes.start();
     outbox.start();
     asio::co_spawn(main_strand, purge_loop(), asio::detached);
     co_await watchdog_loop(stopping);

@@ -12,6 +12,7 @@ class Store;
 class Metrics;
 class SecretBox;
 class Router;
+class GraphTokens;
 
 struct Services {
   const Config& config;
@@ -20,6 +21,7 @@ struct Services {
   const SecretBox& secrets;
   std::atomic<bool>& stopping;  // set when shutdown began: /readyz answers 503
   std::function<void()> outbox_wake;  // something was queued: the outbox worker looks at once
+  GraphTokens* graph_tokens = nullptr;  // OAuth2 tokens for Microsoft 365 (daemon/graph_tokens.hpp): Graph in and out, XOAUTH2
 };
 
 void register_health_routes(Router& router, Services& services);
