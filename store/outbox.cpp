@@ -66,12 +66,14 @@ constexpr const char* kMarkSent =
 // A sent copy is read: nobody needs to be told about mail the mailbox sent itself.
 constexpr const char* kCopiesRead =
     "UPDATE messages SET status = 'read' WHERE id = ANY($1::bigint[]) AND source = 'sent' AND status <> 'read'";
-// Backoff: base * 2^(attempts-1), at most an hour; 'failed' once the next try would be past max_age.
+// Backoff: base * 2^(attempts-1), at most an hour, but never sooner than the server's
+// Retry-After ($7 seconds); 'failed' once the next try would be past max_age.
 constexpr const char* kMarkFailed =
     "UPDATE outbox SET lease_until = NULL, last_error = $3, failed_step = nullif($4, ''), updated_at = now(), "
-    "state = CASE WHEN $2 OR now() + least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour') "
-    "  > age_from + make_interval(secs => $6) THEN 'failed' ELSE 'retrying' END, "
-    "next_attempt_at = now() + least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour') "
+    "state = CASE WHEN $2 OR now() + greatest(least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour'), "
+    "  make_interval(secs => $7)) > age_from + make_interval(secs => $6) THEN 'failed' ELSE 'retrying' END, "
+    "next_attempt_at = now() + greatest(least(make_interval(secs => $5 * power(2, least(attempts - 1, 16))), interval '1 hour'), "
+    "  make_interval(secs => $7)) "
     "WHERE id = $1 AND state = 'sending'";
 
 
@@ -259,15 +261,15 @@ std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxO
       exec_prepared(tx, "outbox_copies_read", kCopiesRead, copy_list);
     }
   }
-  for (const auto& f : outcomes.failed) outbox_mark_failed(tx, f.id, f.permanent, f.step, f.reason, retry_base, max_age);
+  for (const auto& f : outcomes.failed) outbox_mark_failed(tx, f.id, f.permanent, f.step, f.reason, retry_base, max_age, f.not_before);
   outbox_release(tx, outcomes.untried);
   return recorded;
 }
 
 void outbox_mark_failed(pqxx::dbtransaction& tx, std::int64_t id, bool permanent, const std::string& step, const std::string& reason,
-                        std::chrono::seconds retry_base, std::chrono::seconds max_age) {
+                        std::chrono::seconds retry_base, std::chrono::seconds max_age, std::chrono::seconds not_before) {
   exec_prepared(tx, "outbox_mark_failed", kMarkFailed, id, permanent, reason, step, static_cast<double>(retry_base.count()),
-                static_cast<double>(max_age.count()));
+                static_cast<double>(max_age.count()), static_cast<double>(not_before.count()));
 }
 
 }  // namespace mailgate

@@ -116,6 +116,7 @@ struct OutboxFailed {
   std::int64_t id = 0;
   bool permanent = false;
   std::string step, reason;  // reason: the server's reply when it gave one
+  std::chrono::seconds not_before{0};  // the server's Retry-After: the next attempt not sooner
 };
 struct OutboxOutcomes {
   std::vector<OutboxSent> sent;
@@ -135,9 +136,11 @@ struct OutboxSentCopy {
 std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxOutcomes& outcomes, std::chrono::seconds retry_base,
                                           std::chrono::seconds max_age);
 
-// Failed attempt: permanent -> 'failed'; transient -> 'retrying' after the backoff, or 'failed'
-// once the row is older than max_age.
+// Failed attempt: permanent -> 'failed'; transient -> 'retrying' after the backoff (or after
+// `not_before`, the server's Retry-After, when that is later), or 'failed' once the next attempt
+// would be past max_age.
 void outbox_mark_failed(pqxx::dbtransaction& tx, std::int64_t id, bool permanent, const std::string& step, const std::string& reason,
-                        std::chrono::seconds retry_base, std::chrono::seconds max_age);
+                        std::chrono::seconds retry_base, std::chrono::seconds max_age,
+                        std::chrono::seconds not_before = std::chrono::seconds(0));
 
 }  // namespace mailgate
