@@ -1,7 +1,5 @@
 #include "daemon/outbox.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <deque>
 #include <exception>
@@ -22,9 +20,11 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include "daemon/graph_tokens.hpp"
+#include "daemon/outbox_transports.hpp"
 #include "protocol/compose.hpp"
+#include "protocol/http_client.hpp"
 #include "protocol/mime.hpp"
-#include "protocol/smtp_client.hpp"
 #include "store/outbox.hpp"
 #include "store/run.hpp"
 #include "util/crypto.hpp"
@@ -37,68 +37,12 @@ using asio::use_awaitable;
 
 namespace {
 
-// How a mailbox sends, read fresh for every connection (an admin's change applies to the next one).
-struct SendSettings {
-  std::int64_t id = 0;
-  bool exists = false, active = false;
-  std::string type, address, display_name, host, security, username, password;
-  std::uint16_t port = 587;
-  int max_connections = 2, max_per_connection = 20, max_per_minute = 60;
-};
-
-SendSettings load_settings(pqxx::dbtransaction& tx, const SecretBox& secrets, std::int64_t id) {
-  SendSettings s;
-  s.id = id;
-  auto r = tx.exec_params(
-      "SELECT active, outgoing_type, address, display_name, coalesce(smtp_host, ''), coalesce(smtp_security, 'starttls'), "
-      "coalesce(smtp_username, address), smtp_password, coalesce(smtp_port, CASE coalesce(smtp_security, 'starttls') "
-      "WHEN 'tls' THEN 465 WHEN 'plain' THEN 25 ELSE 587 END), send_max_connections, send_max_per_connection, send_max_per_minute "
-      "FROM mailboxes WHERE id = $1",
-      id);
-  if (r.empty()) return s;
-  const auto& row = r[0];
-  s.exists = true;
-  s.active = row[0].as<bool>();
-  s.type = row[1].as<std::string>();
-  s.address = row[2].as<std::string>();
-  s.display_name = row[3].as<std::string>();
-  s.host = row[4].as<std::string>();
-  s.security = row[5].as<std::string>();
-  s.username = row[6].as<std::string>();
-  if (!row[7].is_null()) s.password = secrets.open(pqxx::binarystring(row[7]).str());
-  s.port = static_cast<std::uint16_t>(row[8].as<int>());
-  s.max_connections = row[9].as<int>();
-  s.max_per_connection = row[10].as<int>();
-  s.max_per_minute = row[11].as<int>();
-  return s;
-}
-
-std::string helo_name(const Config& config) {
-  if (!config.outbox.helo_name.empty()) return config.outbox.helo_name;
-  char name[256] = {};
-  if (gethostname(name, sizeof name - 1) != 0 || !name[0]) return "localhost";
-  return name;
-}
-
-smtp::Account account_of(const SendSettings& s, const Config& config) {
-  smtp::Account a;
-  a.endpoint = net::Endpoint{s.host, s.port, s.security, config.tls.ca_file.string()};
-  a.helo_name = helo_name(config);
-  a.username = s.password.empty() ? std::string() : s.username;
-  a.password = s.password;
-  return a;
-}
-
-smtp::Timeouts timeouts_of(const Config& config) {
-  const auto command = std::chrono::duration_cast<std::chrono::milliseconds>(config.outbox.command_timeout);
-  return smtp::Timeouts{std::min<std::chrono::milliseconds>(command, std::chrono::seconds(30)), command, command * 2};
-}
-
-// One row of a chunk, composed and claimed: what the SMTP connection sends.
+// One row of a chunk, composed and claimed: what the transport sends.
 struct Ready {
   std::int64_t id = 0;
   std::string from;              // the envelope
   std::vector<std::string> to;
+  std::vector<std::string> bcc;  // those of `to` in no header (Graph needs them named)
   std::string raw;
 };
 
@@ -120,6 +64,7 @@ Chunk take_chunk(pqxx::work& tx, std::int64_t mailbox, int limit, std::chrono::s
     r.id = row.id;
     r.from = row.message.from.address;
     r.to = row.recipients();
+    r.bcc = row.bcc;
     if (row.raw) {  // a retry: the same bytes as before
       r.raw = std::move(*row.raw);
       composed.push_back(false);
@@ -171,16 +116,22 @@ struct Pending {
 }  // namespace
 
 struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
-  Impl(asio::io_context& io, Services& s) : s(s), strand(asio::make_strand(io)), timer(strand) {}
+  Impl(asio::io_context& io, Services& s)
+      : s(s), strand(asio::make_strand(io)), timer(strand), http(strand, http::client_options(s.config)), tokens(strand, s.config),
+        deps{s.config, http, graph_token_source(tokens)} {}
 
   Services& s;
   asio::strand<asio::io_context::executor_type> strand;
   asio::steady_timer timer;
   std::atomic<bool> stopping{false};
+  http::Client http;   // Mailgun and Graph: kept-alive connections shared by the mailboxes
+  GraphTokens tokens;  // Graph access tokens, cached per app registration
+  TransportDeps deps;
   // Strand-only state.
   std::map<std::int64_t, int> connections;                                     // open per mailbox
   std::map<std::int64_t, std::deque<std::chrono::steady_clock::time_point>> sends;  // per mailbox, the last minute
-  std::set<std::shared_ptr<smtp::Client>> clients;
+  std::map<std::int64_t, std::chrono::steady_clock::time_point> throttled;     // per mailbox: told to wait (Retry-After) until
+  std::set<std::shared_ptr<Transport>> transports;
 
   awaitable<void> loop() {
     auto self = shared_from_this();
@@ -207,16 +158,20 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     for (const auto& d : due) {
       if (stopping) break;
       const auto id = d.mailbox_id;
-      auto load = store_transact(s.store, [&secrets = s.secrets, id](pqxx::work& tx) { return load_settings(tx, secrets, id); });
+      auto load = store_transact(s.store, [&secrets = s.secrets, id](pqxx::work& tx) { return load_send_settings(tx, secrets, id); });
       auto settings = std::make_shared<const SendSettings>(co_await std::move(load));
       if (!settings->exists || !settings->active) {
         co_await fail_all(id, settings->exists ? "the sending mailbox is inactive" : "the sending mailbox does not exist");
         continue;
       }
-      if (settings->type != "smtp") continue;  // Mailgun and Microsoft Graph transports: issue 7
+      if (auto t = throttled.find(id); t != throttled.end()) {  // the provider said to wait (Retry-After)
+        if (std::chrono::steady_clock::now() < t->second) continue;
+        throttled.erase(t);
+      }
       int& open = connections[id];
       const int needed = (d.due + settings->max_per_connection - 1) / settings->max_per_connection;
-      for (int i = 0; open < settings->max_connections && i < needed; ++i) {
+      const int max_connections = transport_max_connections(*settings, s.config);
+      for (int i = 0; open < max_connections && i < needed; ++i) {
         ++open;
         auto self = shared_from_this();
         asio::co_spawn(strand, connection(settings), [self, id](std::exception_ptr e) {
@@ -364,23 +319,25 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     if (chunk.rows.empty()) co_return;
     int claimed = static_cast<int>(chunk.rows.size());
 
-    auto client = std::make_shared<smtp::Client>(strand, account_of(*settings, s.config), timeouts_of(s.config));
-    clients.insert(client);
-    std::optional<smtp::Failure> open_failure;
+    std::shared_ptr<Transport> client;
+    std::optional<TransportFailure> open_failure;
     try {
+      client = make_transport(strand, *settings, deps);
+      transports.insert(client);
       co_await client->open();
-    } catch (const smtp::Failure& f) {
+    } catch (const TransportFailure& f) {
       open_failure = f;
     }
     if (open_failure) {
-      spdlog::warn("event=outbox_connect_failed mailbox={} step={} permanent={} reason=\"{}\"", mailbox, smtp::to_string(open_failure->step),
-                   open_failure->permanent, open_failure->what());
+      spdlog::warn("event=outbox_connect_failed mailbox={} type={} step={} permanent={} reason=\"{}\"", mailbox, settings->type,
+                   open_failure->step, open_failure->permanent, open_failure->what());
+      if (open_failure->retry_after) note_throttled(mailbox, *open_failure->retry_after);
       auto outcomes = std::make_shared<ChunkOutcomes>();
       for (const auto& row : chunk.rows)
-        outcomes->failed.push_back({row.id, open_failure->permanent, smtp::to_string(open_failure->step), open_failure->what()});
+        outcomes->failed.push_back(failed_row(row.id, *open_failure));
       auto record = record_chunk(mailbox, outcomes);
       co_await std::move(record);
-      clients.erase(client);
+      if (client) transports.erase(client);
       co_return;
     }
 
@@ -425,29 +382,31 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
           outcomes->untried.push_back(row.id);
           continue;
         }
-        smtp::Envelope envelope;
+        TransportEnvelope envelope;
         envelope.from = row.from;
         envelope.to = row.to;
-        std::optional<smtp::SendResult> result;
-        std::optional<smtp::Failure> failure;
+        envelope.bcc = row.bcc;
+        std::optional<TransportSent> result;
+        std::optional<TransportFailure> failure;
         try {
           result = co_await client->send(envelope, row.raw);
-        } catch (const smtp::Failure& f) {
+        } catch (const TransportFailure& f) {
           failure = f;
         }
         if (result) {
           SentRow sent;
           sent.id = row.id;
           sent.raw = std::move(row.raw);
-          for (const auto& r : result->refused) sent.refused.push_back({r.address, r.reply.text()});
+          sent.refused = std::move(result->refused);
           sent.recipients = envelope.to.size();
-          sent.reply = result->reply.text();
+          sent.reply = std::move(result->reply);
           outcomes->sent.push_back(std::move(sent));
         } else {
-          const std::string step = smtp::to_string(failure->step);
-          spdlog::warn("event=outbox_send_failed id={} mailbox={} step={} permanent={} reason=\"{}\"", row.id, mailbox, step,
-                       failure->permanent, failure->what());
-          outcomes->failed.push_back({row.id, failure->permanent, step, failure->what()});
+          spdlog::warn("event=outbox_send_failed id={} mailbox={} type={} step={} permanent={} retry_after={} reason=\"{}\"", row.id, mailbox,
+                       settings->type, failure->step, failure->permanent, failure->retry_after ? failure->retry_after->count() : -1,
+                       failure->what());
+          if (failure->retry_after) note_throttled(mailbox, *failure->retry_after);
+          outcomes->failed.push_back(failed_row(row.id, *failure));
         }
       }
       // This chunk is through: wait for the previous one's commit, then commit this one while the
@@ -502,7 +461,24 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
                      *failed);
     }
     co_await client->quit();
-    clients.erase(client);
+    transports.erase(client);
+  }
+
+  static OutboxFailed failed_row(std::int64_t id, const TransportFailure& f) {
+    OutboxFailed out;
+    out.id = id;
+    out.permanent = f.permanent;
+    out.step = f.step;
+    out.reason = f.what();
+    if (f.retry_after) out.not_before = *f.retry_after;
+    return out;
+  }
+
+  // The provider said to wait: no new connection for the mailbox before then (rows given back
+  // untried stay due, but are not taken until the wait is over).
+  void note_throttled(std::int64_t mailbox, std::chrono::seconds wait) {
+    auto& until = throttled[mailbox];
+    until = std::max(until, std::chrono::steady_clock::now() + wait);
   }
 };
 
@@ -516,7 +492,7 @@ void OutboxWorker::stop() {
   impl_->stopping = true;
   asio::post(impl_->strand, [impl = impl_] {
     impl->timer.cancel();
-    for (const auto& c : impl->clients) c->close();
+    for (const auto& c : impl->transports) c->close();
   });
 }
 
@@ -525,14 +501,9 @@ void OutboxWorker::wake() {
 }
 
 awaitable<MailboxTestResult> test_mailbox_sending(Services& s, std::int64_t mailbox_id) {
-  auto load = store_transact(s.store, [&secrets = s.secrets, mailbox_id](pqxx::work& tx) { return load_settings(tx, secrets, mailbox_id); });
+  auto load = store_transact(s.store, [&secrets = s.secrets, mailbox_id](pqxx::work& tx) { return load_send_settings(tx, secrets, mailbox_id); });
   const SendSettings settings = co_await std::move(load);
   MailboxTestResult out;
-  if (settings.type != "smtp") {
-    out.step = "connect";
-    out.reply = "this mailbox sends through " + settings.type + ", not SMTP";
-    co_return out;
-  }
   OutgoingMessage m;
   m.from = {settings.display_name, settings.address};
   m.to = {{settings.display_name, settings.address}};
@@ -543,24 +514,29 @@ awaitable<MailboxTestResult> test_mailbox_sending(Services& s, std::int64_t mail
   m.extra_headers = {{"Auto-Submitted", "auto-generated"}};
   const std::string raw = compose_message(m);
   const auto executor = co_await asio::this_coro::executor;
-  smtp::Client client(executor, account_of(settings, s.config), timeouts_of(s.config));
-  smtp::Envelope envelope;
+  // Its own HTTP client: the answer should come from a fresh connection, as a new mailbox's would.
+  http::Client http(executor, http::client_options(s.config));
+  GraphTokens tokens(executor, s.config);  // a fresh token: the test is of the credentials as saved
+  const TransportDeps deps{s.config, http, graph_token_source(tokens)};
+  TransportEnvelope envelope;
   envelope.from = settings.address;
   envelope.to = {settings.address};
-  std::optional<smtp::Failure> failure;
+  std::unique_ptr<Transport> transport;
+  std::optional<TransportFailure> failure;
   try {
-    co_await client.open();
-    auto result = co_await client.send(envelope, raw);
+    transport = make_transport(executor, settings, deps);
+    co_await transport->open();
+    auto result = co_await transport->send(envelope, raw);
     out.ok = true;
-    out.reply = result.reply.text();
-  } catch (const smtp::Failure& f) {
+    out.reply = result.reply;
+  } catch (const TransportFailure& f) {
     failure = f;
   }
   if (failure) {
-    out.step = smtp::to_string(failure->step);
+    out.step = failure->step;
     out.reply = failure->what();
   }
-  co_await client.quit();
+  if (transport) co_await transport->quit();
   co_return out;
 }
 

@@ -1,5 +1,5 @@
 // daemon/outbox: the workers that empty the outbox (store/outbox.hpp) through each mailbox's
-// outgoing transport. SMTP now; Mailgun and Microsoft Graph plug in as transports (issue 7).
+// outgoing transport (daemon/outbox_transports: SMTP, Mailgun's API, Microsoft Graph sendMail).
 //
 // Every poll interval (or at once when woken by an API call that queued something, or by a
 // connection that ended) the dispatcher takes back rows whose lease passed, then, for each
@@ -12,11 +12,18 @@
 // so the SMTP session does not wait for PostgreSQL. Every row is composed once and keeps its
 // bytes and Message-ID for all attempts.
 //
+// A "connection" is one SMTP session, or for the HTTP transports a run of API requests over the
+// shared keep-alive client; Microsoft 365 mailboxes get at most [graph] max_concurrent_per_mailbox
+// of them.
+//
 // Outcomes: accepted -> sent, with a copy stored in the mailbox's "sent" folder and linked to
-// contacts; 4xx, timeouts, lost connections -> retrying with backoff until [outbox]
-// max_age_hours; 5xx -> failed with the server's reply. Messages the server accepted whose chunk
-// had not committed when the daemon died are sent again after the lease, with the same bytes and
-// Message-ID: at most two chunks per connection (store/outbox.hpp, "Duplicates").
+// contacts; 4xx, timeouts, lost connections (HTTP: 429 and 5xx) -> retrying with backoff until
+// [outbox] max_age_hours; 5xx (HTTP: other 4xx, an expired app secret, a message over Graph's
+// size limit) -> failed with the server's reply. A Retry-After from the provider puts the row's
+// next attempt no sooner than it says, and no new connection of that mailbox starts before then.
+// Messages the server accepted whose chunk had not committed when the daemon died are sent again
+// after the lease, with the same bytes and Message-ID: at most two chunks per connection
+// (store/outbox.hpp, "Duplicates").
 #pragma once
 #include <cstdint>
 #include <memory>
