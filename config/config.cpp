@@ -186,7 +186,13 @@ void read_http(Reader r, HttpConfig& c) {
   r.integer("max_header_bytes", c.max_header_bytes, 1024, 1 << 20);
   r.seconds("read_timeout_seconds", c.read_timeout, 1, 3600);
   r.seconds("write_timeout_seconds", c.write_timeout, 1, 3600);
+  std::string cert, key;
+  r.string("tls_certificate", cert);
+  r.string("tls_key", key);
+  c.tls_certificate = cert;
+  c.tls_key = key;
   if (c.address.empty()) r.invalid("address", "must not be empty");
+  if (c.tls_certificate.empty() != c.tls_key.empty()) r.invalid("tls_key", "tls_certificate and tls_key go together");
 }
 
 void read_database(Reader r, DatabaseConfig& c) {
@@ -354,7 +360,7 @@ Config load_config(const std::filesystem::path& file) {
   if (!c.secrets.key_file.empty() && c.secrets.key_file.is_relative())
     c.secrets.key_file = file.parent_path() / c.secrets.key_file;
   if (!c.tls.ca_file.empty() && c.tls.ca_file.is_relative()) c.tls.ca_file = file.parent_path() / c.tls.ca_file;
-  for (auto* p : {&c.smtp_receiver.tls_certificate, &c.smtp_receiver.tls_key})
+  for (auto* p : {&c.smtp_receiver.tls_certificate, &c.smtp_receiver.tls_key, &c.http.tls_certificate, &c.http.tls_key})
     if (!p->empty() && p->is_relative()) *p = file.parent_path() / *p;
   return c;
 }

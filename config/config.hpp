@@ -29,6 +29,10 @@ struct HttpConfig {
   std::size_t max_header_bytes = 16 << 10;
   std::chrono::seconds read_timeout{30};
   std::chrono::seconds write_timeout{30};
+  // PEM certificate chain and key: when both are set the listener speaks HTTPS only (the
+  // Mailgun webhook needs HTTPS; or leave them empty behind a TLS-terminating reverse proxy).
+  std::filesystem::path tls_certificate;
+  std::filesystem::path tls_key;
 };
 
 struct DatabaseConfig {

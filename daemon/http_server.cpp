@@ -1,7 +1,13 @@
 // Beast lives in this translation unit only: it converts between Beast's messages and the plain
-// HttpRequest/HttpResponse of daemon/http.hpp, and owns sockets, limits and deadlines.
+// HttpRequest/HttpResponse of daemon/http.hpp, and owns sockets, TLS, limits and deadlines.
+//
+// Body limits: a request announces its size (Content-Length) or streams chunks; either way at
+// most the limit of its route (Router::body_limit: [http] max_body_bytes unless the route has
+// its own) is read before the answer is 413. The parser's limit starts at the largest of all
+// routes, so that the header read does not refuse a large webhook before its route is known.
 #include "daemon/http_server.hpp"
 
+#include <array>
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -17,6 +23,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
 #include <spdlog/spdlog.h>
@@ -35,12 +42,38 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-// One connection. Shared so that the server's shutdown can reach it on its strand.
+// One connection. Shared so that the server's shutdown can reach it on its strand. With TLS the
+// TCP stream moves into `tls` once the session starts; lowest() is the TCP layer either way.
 struct Connection {
-  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
-  beast::tcp_stream stream;
+  explicit Connection(tcp::socket s) : executor(s.get_executor()), plain(std::in_place, std::move(s)) {}
+  asio::any_io_executor executor;  // the connection's strand
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
   bool busy = false;  // a request was received and is being answered; touched on the strand only
+  bool unread_body = false;  // answered 413 while the client may still be sending its body
+
+  beast::tcp_stream& lowest() { return tls ? tls->next_layer() : *plain; }
 };
+
+std::shared_ptr<asio::ssl::context> server_tls_context(const HttpConfig& c) {
+  if (c.tls_certificate.empty()) return nullptr;
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                   asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  try {
+    ctx->use_certificate_chain_file(c.tls_certificate.string());
+    ctx->use_private_key_file(c.tls_key.string(), asio::ssl::context::pem);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("[http] tls_certificate / tls_key: " + std::string(e.what()));
+  }
+  return ctx;
+}
+
+// The request target's path as the router sees it ("" when the target is not origin-form).
+std::string path_of(std::string_view target) {
+  auto parsed = boost::urls::parse_origin_form(target);
+  return parsed ? std::string(parsed->path()) : std::string();
+}
 
 HttpRequest to_request(const http::request<http::string_body>& m, const std::string& remote) {
   HttpRequest r;
@@ -64,13 +97,14 @@ HttpRequest to_request(const http::request<http::string_body>& m, const std::str
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Impl(asio::io_context& io, const HttpConfig& c, const Router& r, Metrics& m)
-      : io(io), config(c), router(r), metrics(m), acceptor(asio::make_strand(io)) {}
+      : io(io), config(c), router(r), metrics(m), acceptor(asio::make_strand(io)), tls_context(server_tls_context(c)) {}
 
   asio::io_context& io;
   HttpConfig config;
   const Router& router;
   Metrics& metrics;
   tcp::acceptor acceptor;
+  std::shared_ptr<asio::ssl::context> tls_context;  // null: plain HTTP
   std::atomic<bool> draining{false};
   std::atomic<std::size_t> active{0};  // requests received and not yet answered
   std::mutex mutex;
@@ -92,7 +126,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         std::lock_guard lock(mutex);
         connections.insert(conn);
       }
-      auto ex = conn->stream.get_executor();
+      auto ex = conn->executor;
       asio::co_spawn(ex, session(conn), [self, conn](std::exception_ptr e) {
         if (e) {
           try {
@@ -157,36 +191,76 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     return res;
   }
 
-  asio::awaitable<void> write_error(Connection& c, int status, std::string_view code, std::string_view message) {
+  template <class Stream>
+  asio::awaitable<void> write_error(Stream& stream, int status, std::string_view code, std::string_view message) {
     auto res = to_beast(HttpResponse::error(status, code, message), 11, false);
-    c.stream.expires_after(config.write_timeout);
-    co_await http::async_write(c.stream, res, asio::as_tuple(asio::use_awaitable));
+    beast::get_lowest_layer(stream).expires_after(config.write_timeout);
+    co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
     metrics.http_request("unmatched", status);
   }
 
   asio::awaitable<void> session(std::shared_ptr<Connection> conn) {
-    auto& stream = conn->stream;
-    beast::flat_buffer buffer;
     beast::error_code ec;
-    std::string remote = stream.socket().remote_endpoint(ec).address().to_string();
+    std::string remote = conn->lowest().socket().remote_endpoint(ec).address().to_string();
+    if (!tls_context) {
+      co_await serve(conn, *conn->plain, remote);
+    } else {
+      conn->tls.emplace(std::move(*conn->plain), *tls_context);
+      conn->plain.reset();
+      conn->lowest().expires_after(config.read_timeout);
+      auto [hec] = co_await conn->tls->async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+      if (hec)
+        spdlog::debug("event=http_tls_handshake_failed client={} reason=\"{}\"", remote, hec.message());
+      else
+        co_await serve(conn, *conn->tls, remote);
+    }
+    // No TLS close_notify exchange: every answer is framed by its Content-Length, and waiting for
+    // the client's close_notify would hold the connection (and a shutdown) for nothing.
+    conn->lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (conn->unread_body) co_await discard_input(conn->lowest());
+    conn->lowest().socket().close(ec);
+  }
+
+  // After a 413 the client may still be sending the body it announced. Closing with unread input
+  // makes the kernel answer with a reset, which can destroy the 413 before the client reads it
+  // (a webhook sender would then retry as if the network failed). So read and drop what keeps
+  // coming, for a bounded time and amount, before closing.
+  static asio::awaitable<void> discard_input(beast::tcp_stream& s) {
+    static constexpr std::size_t kMaxDiscard = 64 << 20;
+    std::array<char, 16384> sink;
+    std::size_t total = 0;
+    s.expires_after(std::chrono::seconds(2));
+    while (total < kMaxDiscard) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+      if (ec) break;
+      total += n;
+    }
+  }
+
+  template <class Stream>
+  asio::awaitable<void> serve(std::shared_ptr<Connection> conn, Stream& stream, const std::string& remote) {
+    beast::flat_buffer buffer;
+    const std::size_t largest_limit = router.max_body_limit(config.max_body_bytes);
     while (!draining) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(config.max_header_bytes));
-      parser.body_limit(config.max_body_bytes);
-      stream.expires_after(config.read_timeout);
+      parser.body_limit(largest_limit);
+      beast::get_lowest_layer(stream).expires_after(config.read_timeout);
       auto [rec, rn] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
-      if (rec == http::error::body_limit) {  // a Content-Length over the limit is caught here
-        co_await write_error(*conn, 413, "body_too_large", "the request body is too large");
+      if (rec == http::error::body_limit) {  // a Content-Length over every route's limit is caught here
+        co_await write_error(stream, 413, "body_too_large", "the request body is too large");
+        conn->unread_body = true;
         break;
       }
       if (rec == http::error::header_limit) {
-        co_await write_error(*conn, 431, "headers_too_large", "the request headers are too large");
+        co_await write_error(stream, 431, "headers_too_large", "the request headers are too large");
         break;
       }
       if (rec) {
         if (rec != http::error::end_of_stream && rec != beast::error::timeout && rec != asio::error::operation_aborted &&
-            rec != asio::error::connection_reset && rec != asio::error::eof)
-          co_await write_error(*conn, 400, "bad_request", "the request is not valid HTTP/1.1");
+            rec != asio::error::connection_reset && rec != asio::error::eof &&
+            rec != asio::ssl::error::stream_truncated)
+          co_await write_error(stream, 400, "bad_request", "the request is not valid HTTP/1.1");
         break;
       }
       conn->busy = true;
@@ -200,17 +274,24 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         }
       } done{*conn, active};
 
+      // This route's limit: a Content-Length over it is refused before any of the body is read;
+      // a chunked body is cut off by the parser as soon as it passes it.
+      const std::size_t limit =
+          router.body_limit(std::string(parser.get().method_string()), path_of(parser.get().target()), config.max_body_bytes);
+      if (parser.content_length() && *parser.content_length() > limit) {
+        co_await write_error(stream, 413, "body_too_large", "the request body is too large");
+        conn->unread_body = true;
+        break;
+      }
+      parser.body_limit(limit);
       if (auto e = parser.get()[http::field::expect]; beast::iequals(e, "100-continue")) {
-        if (parser.content_length() && *parser.content_length() > config.max_body_bytes) {
-          co_await write_error(*conn, 413, "body_too_large", "the request body is too large");
-          break;
-        }
         http::response<http::empty_body> cont{http::status::continue_, 11};
         co_await http::async_write(stream, cont, asio::as_tuple(asio::use_awaitable));
       }
       auto [bec, bn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (bec == http::error::body_limit) {
-        co_await write_error(*conn, 413, "body_too_large", "the request body is too large");
+        co_await write_error(stream, 413, "body_too_large", "the request body is too large");
+        conn->unread_body = true;
         break;
       }
       if (bec) break;
@@ -229,7 +310,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const bool keep_alive = message.keep_alive() && !draining;
       auto res = to_beast(response, message.version(), keep_alive);
       res.set("X-Request-Id", request_id);
-      stream.expires_after(config.write_timeout);
+      beast::get_lowest_layer(stream).expires_after(config.write_timeout);
       auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       metrics.http_request(route_label, response.status);
       spdlog::debug("event=http_request request={} method={} route=\"{}\" status={} ms={}", request_id,
@@ -237,16 +318,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
                     std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
       if (wec || !keep_alive) break;
     }
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream.socket().close(ec);
   }
 
   // Cancels the connections that are waiting for a request (all of them when `all`).
   void close_connections(bool all) {
     std::lock_guard lock(mutex);
     for (auto& c : connections)
-      asio::post(c->stream.get_executor(), [c, all] {
-        if (all || !c->busy) c->stream.cancel();
+      asio::post(c->executor, [c, all] {
+        if (all || !c->busy) c->lowest().cancel();
       });
   }
 };

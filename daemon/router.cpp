@@ -1,5 +1,6 @@
 #include "daemon/router.hpp"
 
+#include <algorithm>
 #include <map>
 
 namespace mailgate {
@@ -36,9 +37,22 @@ bool segments_match(const std::vector<std::string>& pattern, const std::vector<s
 }
 }  // namespace
 
-void Router::add(std::string method, std::string pattern, Handler handler) {
+void Router::add(std::string method, std::string pattern, Handler handler, std::size_t max_body_bytes) {
   auto segments = split_path(pattern);
-  routes_.push_back({std::move(method), std::move(pattern), std::move(handler), std::move(segments)});
+  routes_.push_back({std::move(method), std::move(pattern), std::move(handler), std::move(segments), max_body_bytes});
+}
+
+std::size_t Router::body_limit(std::string_view method, std::string_view path, std::size_t fallback) const {
+  const auto segments = split_path(path);
+  for (const auto& r : routes_)
+    if (r.method == method && segments_match(r.segments, segments, nullptr)) return r.max_body_bytes ? r.max_body_bytes : fallback;
+  return fallback;
+}
+
+std::size_t Router::max_body_limit(std::size_t fallback) const {
+  std::size_t m = fallback;
+  for (const auto& r : routes_) m = std::max(m, r.max_body_bytes);
+  return m;
 }
 
 Router::Match Router::match(HttpRequest& request) const {

@@ -120,7 +120,7 @@ void DaemonProcess::start() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
     if (!running()) throw std::runtime_error("mailgated exited during start:\n" + log());
-    if (http_get(http_port_, "/healthz").status == 200) return;
+    if (ready_check_ ? ready_check_() : http_get(http_port_, "/healthz").status == 200) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   throw std::runtime_error("mailgated did not answer /healthz within 30 s:\n" + log());

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,8 @@ class DaemonProcess {
 
   // Environment variables set for the daemon ("NAME=value"), before start().
   void set_env(std::string assignment) { env_.push_back(std::move(assignment)); }
+  // What start() waits for instead of GET /healthz over plain HTTP (a daemon serving HTTPS only).
+  void set_ready_check(std::function<bool()> check) { ready_check_ = std::move(check); }
 
   void start();  // returns once /healthz answers 200; throws with the log on failure
   // Sends `signal` and waits up to `timeout`; returns the exit status (or 128+signal), -1 on timeout.
@@ -55,6 +58,7 @@ class DaemonProcess {
   pid_t pid_ = -1;
   int exit_status_ = -1;
   std::vector<std::string> env_;
+  std::function<bool()> ready_check_;
 };
 
 }  // namespace mailgate::test
