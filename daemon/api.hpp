@@ -83,6 +83,7 @@ void register_administration_routes(Api& api);  // api_administrations.cpp: admi
 void register_message_routes(Api& api);         // api_messages.cpp: stored mail, its handling, links and downloads
 void register_outbox_routes(Api& api);          // api_outbox.cpp: sending mail, templates, group mailings, the outbox
 void register_receiver_routes(Api& api);        // api_receivers.cpp: trusted receivers, administration members
+void register_mailgun_domain_routes(Api& api);  // api_mailgun_domains.cpp: Mailgun domains, chosen per mailbox
 
 // --- request input -------------------------------------------------------------------------
 

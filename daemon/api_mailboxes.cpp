@@ -11,6 +11,8 @@
 // - Exactly one primary mailbox: the first one created becomes primary; POST .../primary moves
 //   the flag; the primary cannot be deactivated (make another primary first). Mailboxes are
 //   never deleted, only deactivated.
+#include <limits>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -37,7 +39,7 @@ const std::vector<std::string> kTexts = {"display_name", "address", "incoming_ty
                                          "imap_security", "imap_username", "imap_folder", "imap_after_import",
                                          "imap_move_folder", "smtp_host", "smtp_security", "smtp_username",
                                          "ms365_tenant_id", "ms365_client_id", "ms365_user_id", "ms365_secret_expires_on",
-                                         "mailgun_domain", "mailgun_region"};
+                                         "mailgun_domain", "mailgun_region", "imap_auth", "smtp_auth"};
 const std::vector<std::string> kInts = {"imap_port", "smtp_port", "poll_interval_seconds", "send_max_connections",
                                         "send_max_per_connection", "send_max_per_minute"};
 const std::vector<std::string> kBools = {"active", "bcc_self"};
@@ -49,6 +51,8 @@ struct MailboxFields {
   std::map<std::string, std::optional<bool>> flag;
   std::map<std::string, std::string> new_secrets;  // plaintext, only those given in this request
   std::set<std::string> stored_secrets;            // secrets the row has already
+  std::optional<std::int64_t> mailgun_domain_id;   // a mailgun_domains row: its region and keys
+  bool mailgun_domain_given = false;               // this request sets (or clears) it
 
   const std::optional<std::string>& t(const std::string& k) const { return text.at(k); }
   bool has_secret(const std::string& k) const { return new_secrets.count(k) || stored_secrets.count(k); }
@@ -66,6 +70,7 @@ std::string column_list() {
   s += ", coalesce((SELECT array_agg(user_id ORDER BY user_id) FROM mailbox_users WHERE mailbox_id = m.id), '{}')";
   s += ", coalesce((SELECT array_agg(value ORDER BY value) FROM mailbox_exclusions WHERE mailbox_id = m.id AND kind = 'domain'), '{}')";
   s += ", coalesce((SELECT array_agg(value ORDER BY value) FROM mailbox_exclusions WHERE mailbox_id = m.id AND kind = 'address'), '{}')";
+  s += ", mailgun_domain_id";
   return s;
 }
 
@@ -89,6 +94,8 @@ MailboxFields fields_of_row(const pqxx::row& r) {
     if (r[i].as<bool>()) f.stored_secrets.insert(k);
     ++i;
   }
+  i += 3;  // users and exclusions
+  if (!r[i].is_null()) f.mailgun_domain_id = r[i].as<std::int64_t>();
   return f;
 }
 
@@ -116,6 +123,7 @@ json::object mailbox_json(const pqxx::row& r, bool admin) {
   o["users"] = json_id_array(r[i++]);
   o["excluded_domains"] = json_text_array(r[i++]);
   o["excluded_addresses"] = json_text_array(r[i++]);
+  o["mailgun_domain_id"] = json_nullable_id(r[i++]);
   o["health"] = json::object{{"state", r[2].c_str()},
                              {"reason", r[3].is_null() ? json::value(nullptr) : json::value(r[3].c_str())},
                              {"last_sync_at", r[4].is_null() ? json::value(nullptr) : json::value(r[4].c_str())}};
@@ -149,7 +157,14 @@ MailboxFields read_input(const JsonInput& in, MailboxFields base) {
   known.insert(kInts.begin(), kInts.end());
   known.insert(kBools.begin(), kBools.end());
   known.insert(kSecrets.begin(), kSecrets.end());
+  known.insert("mailgun_domain_id");
   in.only(known);
+  if (in.has("mailgun_domain_id")) {
+    base.mailgun_domain_given = true;
+    base.mailgun_domain_id = in.raw("mailgun_domain_id")->is_null()
+                                 ? std::nullopt
+                                 : in.integer("mailgun_domain_id", 1, std::numeric_limits<std::int64_t>::max());
+  }
   for (const auto& k : kTexts) {
     if (!in.has(k)) {
       base.text.try_emplace(k);
@@ -202,6 +217,11 @@ MailboxFields read_input(const JsonInput& in, MailboxFields base) {
   one_of(base.t("smtp_security"), "smtp_security", {"tls", "starttls", "plain"});
   one_of(base.t("imap_after_import"), "imap_after_import", {"leave", "seen", "move", "delete"});
   one_of(base.t("mailgun_region"), "mailgun_region", {"eu", "us"});
+  one_of(base.t("imap_auth"), "imap_auth", {"password", "xoauth2"});
+  one_of(base.t("smtp_auth"), "smtp_auth", {"password", "xoauth2"});
+  // The column and the checks below are ready; the outbox's SMTP transport does not take a token yet.
+  if (base.t("smtp_auth") == std::optional<std::string>("xoauth2"))
+    invalid("smtp_auth", "smtp_auth 'xoauth2' is not supported for sending yet: use 'password' (or outgoing_type 'ms365')");
   return base;
 }
 
@@ -216,13 +236,17 @@ void complete_and_check(MailboxFields& f) {
   if (!f.t("incoming_type")) f.text["incoming_type"] = "imap";
   if (!f.t("outgoing_type")) f.text["outgoing_type"] = "smtp";
   if (!f.t("imap_after_import")) f.text["imap_after_import"] = "leave";
+  if (!f.t("imap_auth")) f.text["imap_auth"] = "password";
+  if (!f.t("smtp_auth")) f.text["smtp_auth"] = "password";
   const auto in = *f.t("incoming_type"), out = *f.t("outgoing_type");
+  // XOAUTH2 (Office 365 over IMAP/SMTP): a token from the ms365_* credentials replaces the password.
+  const bool imap_oauth = *f.t("imap_auth") == "xoauth2", smtp_oauth = *f.t("smtp_auth") == "xoauth2";
   if (in == "imap") {
     if (!f.t("imap_security")) f.text["imap_security"] = "tls";
     if (!f.integer["imap_port"]) f.integer["imap_port"] = *f.t("imap_security") == "tls" ? 993 : 143;
     need("imap_host", "for IMAP");
     if (!f.t("imap_username")) f.text["imap_username"] = f.t("address");
-    need("imap_password", "for IMAP");
+    need(imap_oauth ? "ms365_client_secret" : "imap_password", "for IMAP");
     if (*f.t("imap_after_import") == "move") need("imap_move_folder", "when imported mail is moved");
   }
   if (out == "smtp") {
@@ -230,19 +254,21 @@ void complete_and_check(MailboxFields& f) {
     if (!f.integer["smtp_port"]) f.integer["smtp_port"] = *f.t("smtp_security") == "tls" ? 465 : 587;
     need("smtp_host", "for SMTP");
     if (!f.t("smtp_username")) f.text["smtp_username"] = f.t("address");
-    need("smtp_password", "for SMTP");
+    need(smtp_oauth ? "ms365_client_secret" : "smtp_password", "for SMTP");
   }
-  if (in == "ms365" || out == "ms365") {
+  if (in == "ms365" || out == "ms365" || (in == "imap" && imap_oauth) || (out == "smtp" && smtp_oauth)) {
     need("ms365_tenant_id", "for Microsoft 365");
     need("ms365_client_id", "for Microsoft 365");
     need("ms365_client_secret", "for Microsoft 365");
     if (!f.t("ms365_user_id")) f.text["ms365_user_id"] = f.t("address");
   }
-  if (in == "mailgun" || out == "mailgun") {
-    need("mailgun_domain", "for Mailgun");
+  // A Mailgun domain (/api/v1/mailgun-domains) brings its region and keys; without one the
+  // mailbox carries its own.
+  if ((in == "mailgun" || out == "mailgun") && !f.mailgun_domain_id) {
+    need("mailgun_domain", "for Mailgun (or choose a mailgun_domain_id)");
     if (!f.t("mailgun_region")) f.text["mailgun_region"] = "eu";
-    need("mailgun_api_key", "for Mailgun");
-    if (in == "mailgun") need("mailgun_webhook_key", "to verify Mailgun's webhooks");
+    need("mailgun_api_key", "for Mailgun (or choose a mailgun_domain_id)");
+    if (in == "mailgun") need("mailgun_webhook_key", "to verify Mailgun's webhooks (or choose a mailgun_domain_id)");
   }
 }
 
@@ -293,6 +319,11 @@ void write_fields(pqxx::dbtransaction& tx, std::int64_t id, const MailboxFields&
   tx.conn().unprepare("mailbox_write");
   for (const auto& [k, v] : sealed.secrets)
     tx.exec_params("UPDATE mailboxes SET " + k + " = $2 WHERE id = $1", id, pqxx::binarystring(v));
+  if (f.mailgun_domain_given) {
+    if (f.mailgun_domain_id && tx.exec_params("SELECT 1 FROM mailgun_domains WHERE id = $1", *f.mailgun_domain_id).empty())
+      invalid("mailgun_domain_id", "no Mailgun domain with id " + std::to_string(*f.mailgun_domain_id));
+    tx.exec_params("UPDATE mailboxes SET mailgun_domain_id = $2 WHERE id = $1", id, f.mailgun_domain_id);
+  }
 }
 
 std::vector<FieldChange> secret_changes(const MailboxFields& f) {

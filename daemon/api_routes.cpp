@@ -20,6 +20,7 @@ void register_api_routes(Api& api) {
   register_message_routes(api);
   register_outbox_routes(api);
   register_receiver_routes(api);
+  register_mailgun_domain_routes(api);
 }
 
 json::object openapi_document() {

@@ -24,6 +24,7 @@
 #include "daemon/graph_tokens.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/mailbox_sync.hpp"
+#include "daemon/mailgun_inbound.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/outbox.hpp"
 #include "daemon/router.hpp"
@@ -86,6 +87,7 @@ int serve(const Config& config) {
   Router router;
   register_health_routes(router, services);
   register_web_routes(router);
+  register_mailgun_routes(router, services);
   Api api(router, services);
   register_api_routes(api);
   HttpServer http(io, config.http, router, metrics);
