@@ -18,6 +18,7 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include "daemon/graph_tokens.hpp"
 #include "daemon/mailbox_health.hpp"
 #include "protocol/imap_client.hpp"
 #include "protocol/mime.hpp"
@@ -59,6 +60,8 @@ struct MailboxConfig {
   std::string address, host, security, username, password, folder, after_import, move_folder, health, updated_at;
   std::uint16_t port = 993;
   std::chrono::seconds poll{60};
+  std::string auth = "password";  // imap_auth: password | xoauth2 (Office 365: a token from the ms365_* credentials)
+  GraphCredentials oauth;
 };
 
 MailboxConfig load_config(pqxx::dbtransaction& tx, const SecretBox& secrets, std::int64_t id) {
@@ -66,13 +69,15 @@ MailboxConfig load_config(pqxx::dbtransaction& tx, const SecretBox& secrets, std
   auto r = tx.exec_params(
       "SELECT active AND incoming_type = 'imap', address, coalesce(imap_host, ''), coalesce(imap_security, 'tls'), "
       "coalesce(imap_username, address), imap_password, coalesce(imap_folder, ''), imap_after_import, "
-      "coalesce(imap_move_folder, ''), health, updated_at::text, coalesce(imap_port, 993), poll_interval_seconds "
+      "coalesce(imap_move_folder, ''), health, updated_at::text, coalesce(imap_port, 993), poll_interval_seconds, "
+      "imap_auth, coalesce(ms365_tenant_id, ''), coalesce(ms365_client_id, ''), ms365_client_secret "
       "FROM mailboxes WHERE id = $1",
       id);
   if (r.empty()) return c;
   const auto& row = r[0];
   c.id = id;
-  c.active = row[0].as<bool>() && !row[5].is_null();
+  c.auth = row[13].as<std::string>();
+  c.active = row[0].as<bool>() && !(c.auth == "xoauth2" ? row[16].is_null() : row[5].is_null());
   c.address = row[1].as<std::string>();
   c.host = row[2].as<std::string>();
   c.security = row[3].as<std::string>();
@@ -85,6 +90,12 @@ MailboxConfig load_config(pqxx::dbtransaction& tx, const SecretBox& secrets, std
   c.updated_at = row[10].as<std::string>();
   c.port = static_cast<std::uint16_t>(row[11].as<int>());
   c.poll = std::chrono::seconds(row[12].as<int>());
+  if (c.auth == "xoauth2") {
+    c.oauth.tenant = row[14].as<std::string>();
+    c.oauth.client_id = row[15].as<std::string>();
+    if (!row[16].is_null()) c.oauth.client_secret = secrets.open(pqxx::binarystring(row[16]).str());
+    c.oauth.scope = kOutlookScope;
+  }
   return c;
 }
 
@@ -122,7 +133,8 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
         auto op = store_run(s.store, [](pqxx::connection_base& c) {
           std::vector<std::int64_t> ids;
           pqxx::read_transaction tx(c);
-          for (const auto& r : tx.exec("SELECT id FROM mailboxes WHERE active AND incoming_type = 'imap' AND imap_password IS NOT NULL"))
+          for (const auto& r : tx.exec("SELECT id FROM mailboxes WHERE active AND incoming_type = 'imap' AND "
+                                        "(imap_password IS NOT NULL OR (imap_auth = 'xoauth2' AND ms365_client_secret IS NOT NULL))"))
             ids.push_back(r[0].as<std::int64_t>());
           return ids;
         });
@@ -230,6 +242,29 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     running.erase(id);
   }
 
+  // Office 365 over IMAP: SASL XOAUTH2 with a token for outlook.office365.com from the shared
+  // token source. The token endpoint's permanent refusals (expired secret, ...) count as refused
+  // credentials; a token the server refuses is dropped so the next attempt asks for a new one.
+  awaitable<void> login_xoauth2(imap::Client& client, const MailboxConfig& cfg) {
+    std::string token;
+    std::optional<imap::Error> failure;
+    try {
+      auto op = s.graph_tokens->token(cfg.oauth);
+      token = co_await std::move(op);
+    } catch (const oauth2::Error& e) {
+      failure.emplace(e.permanent ? imap::Error::Kind::auth : imap::Error::Kind::io, std::string("token: ") + e.what());
+    } catch (const http::Error& e) {
+      failure.emplace(imap::Error::Kind::io, std::string("token endpoint: ") + e.what());
+    }
+    if (failure) throw *failure;
+    try {
+      co_await client.authenticate_xoauth2(cfg.username, token);
+    } catch (const imap::Error& e) {
+      if (e.kind == imap::Error::Kind::auth) s.graph_tokens->invalidate(cfg.oauth);
+      throw;
+    }
+  }
+
   // One connection's life: sync, then IDLE or poll, until the configuration changes or we stop.
   // `synced` becomes true once a batch is committed or the folder is caught up.
   awaitable<void> sync_connection(const MailboxConfig& cfg, bool& synced) {
@@ -244,7 +279,10 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
     if (stopping) co_return;
     spdlog::debug("event=mailbox_connect mailbox={} host={} port={} security={}", cfg.id, cfg.host, cfg.port, cfg.security);
     co_await client->connect();
-    co_await client->login(cfg.username, cfg.password);
+    if (cfg.auth == "xoauth2")
+      co_await login_xoauth2(*client, cfg);
+    else
+      co_await client->login(cfg.username, cfg.password);
     spdlog::debug("event=mailbox_login mailbox={}", cfg.id);
     std::vector<FolderInfo> folders;
     std::map<std::string, std::string> wire_of;

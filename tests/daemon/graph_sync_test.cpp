@@ -7,10 +7,12 @@
 #include <boost/json/serialize.hpp>
 #include <pqxx/pqxx>
 
+#include <fstream>
 #include <set>
 #include <thread>
 
 #include "tests/support/api_client.hpp"
+#include "tests/support/dovecot.hpp"
 #include "tests/support/graph_fake.hpp"
 
 namespace mailgate {
@@ -220,6 +222,59 @@ TEST_F(GraphSync, ExpiredSecretFailsWithMicrosoftsReasonUntilFixed) {
   auto audit = api.call("admin", "GET", "/api/v1/audit?entity=mailbox&entity_id=" + std::to_string(id) + "&actor_kind=daemon");
   EXPECT_NE(audit.body.find("AADSTS7000222"), std::string::npos) << audit.body;
   EXPECT_EQ(api.daemon().log().find("n1euw~geheim"), std::string::npos) << "the secret is never logged";
+}
+
+// Office 365 over IMAP with XOAUTH2 (imap_auth = 'xoauth2'): a token for the Outlook scope from
+// the same token source, checked by Dovecot's oauth2 passdb against the fake's introspection.
+class Office365Imap : public ::testing::Test {
+ protected:
+  static std::string both_cas(const test::GraphFake& graph, const test::Dovecot& dovecot) {
+    const auto file = dovecot.dir() / "both-cas.pem";
+    std::ofstream out(file);
+    out << std::ifstream(graph.ca_file()).rdbuf() << std::ifstream(dovecot.ca_file()).rdbuf();
+    return file.string();
+  }
+  Office365Imap()
+      : dovecot(graph.introspection_url()),
+        api("[security]\nallow_private_hosts = true\n[tls]\nca_file = \"" + both_cas(graph, dovecot) + "\"\n[graph]\napi_base = \"" +
+            graph.api_base() + "\"\nlogin_base = \"" + graph.login_base() + "\"\n") {}
+
+  test::GraphFake graph;
+  test::Dovecot dovecot;
+  test::ApiFixture api;
+};
+
+TEST_F(Office365Imap, SyncsWithAnXoauth2Token) {
+  dovecot.add_user("info", "not-the-way-in");  // (the test Dovecot takes plain user names)
+  for (int i = 0; i < 3; ++i) dovecot.deliver("info", "INBOX", message(i));
+  graph.control("POST", "/_control/credentials", R"({"imap_user": "info"})");
+  const auto& o = graph.options();
+  json::object m{{"display_name", "Info"}, {"address", "info@coop.nl"}, {"incoming_type", "imap"}, {"imap_auth", "xoauth2"},
+                 {"imap_host", "127.0.0.1"}, {"imap_port", dovecot.imaps_port()}, {"imap_security", "tls"}, {"imap_username", "info"},
+                 {"outgoing_type", "ms365"}, {"ms365_tenant_id", o.tenant}, {"ms365_client_id", o.client_id},
+                 {"ms365_client_secret", o.client_secret}};
+  auto r = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(m));
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.json.at("imap_auth").as_string(), "xoauth2");
+  const auto id = r.json.at("id").as_int64();
+  const auto count = [&] {
+    pqxx::connection c(api.database_url());
+    return pqxx::work(c).exec_params1("SELECT count(*) FROM messages WHERE mailbox_id = $1", id)[0].as<int>();
+  };
+  ASSERT_TRUE(eventually([&] { return count() == 3; }, 20s)) << tail(api.daemon().log()) << "\n" << dovecot.log();
+  const auto stats = graph.stats();
+  EXPECT_EQ(stats.at("token_requests").as_int64(), 1);
+  EXPECT_GE(stats.at("introspections").as_int64(), 1) << "Dovecot checked the token";
+
+  // XOAUTH2 needs the ms365 credentials instead of a password.
+  json::object bad{{"display_name", "X"}, {"address", "x@coop.nl"}, {"imap_auth", "xoauth2"}, {"imap_host", "127.0.0.1"},
+                   {"outgoing_type", "smtp"}, {"smtp_host", "127.0.0.1"}, {"smtp_password", "x"}};
+  auto refused = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(bad));
+  EXPECT_EQ(refused.status, 422) << refused.body;
+  EXPECT_NE(refused.body.find("ms365_"), std::string::npos) << refused.body;
+  // Sending with XOAUTH2 is refused until the outbox's SMTP transport takes a token.
+  auto smtp = api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(id), R"({"smtp_auth": "xoauth2"})");
+  EXPECT_EQ(smtp.status, 422) << smtp.body;
 }
 
 }  // namespace

@@ -34,7 +34,7 @@ void chown_one(const fs::path& p, const std::string& user) {
 }
 }  // namespace
 
-Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_port_(free_port()) {
+Dovecot::Dovecot(const std::string& oauth2_introspection_url) : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_port_(free_port()) {
   const bool root = getuid() == 0;
   mail_user_ = root ? "nobody" : getpwuid(getuid())->pw_name;
   fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
@@ -54,6 +54,9 @@ Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_p
         "generating the test certificates");
 
   fs::create_directories(dir_ / "users");
+  if (!oauth2_introspection_url.empty())
+    std::ofstream(dir_ / "oauth2.conf.ext") << "introspection_mode = post\nintrospection_url = " << oauth2_introspection_url
+                                            << "\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n";
   std::ofstream conf(dir_ / "dovecot.conf");
   conf << "instance_name = mailgate-test-" << imap_port_ << "\n"
        << "base_dir = " << d << "/run\n"
@@ -66,7 +69,7 @@ Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_p
        << "ssl_key = <" << d << "/server.key\n"
        << "ssl_min_protocol = TLSv1.2\n"
        << "disable_plaintext_auth = no\n"
-       << "auth_mechanisms = plain login\n"
+       << "auth_mechanisms = plain login" << (oauth2_introspection_url.empty() ? "" : " xoauth2") << "\n"
        << "auth_failure_delay = 0\n"  // tests log in wrongly on purpose; no need to wait
        << "auth_verbose = yes\n"
        << "login_trusted_networks = 127.0.0.0/8\n"
@@ -78,7 +81,8 @@ Dovecot::Dovecot() : dir_(temp_dir("dovecot")), imap_port_(free_port()), imaps_p
        << "mail_privileged_group =\n"
        << "namespace inbox {\n  inbox = yes\n  separator = /\n}\n"
        // One passwd-file per user: a new user is a file Dovecot has never cached.
-       << "passdb {\n  driver = passwd-file\n  args = username_format=%u " << d << "/users/%u\n}\n"
+       << "passdb {\n  driver = passwd-file\n  mechanisms = plain login\n  args = username_format=%u " << d << "/users/%u\n}\n"
+       << (oauth2_introspection_url.empty() ? "" : "passdb {\n  driver = oauth2\n  mechanisms = xoauth2\n  args = " + d + "/oauth2.conf.ext\n}\n")
        << "userdb {\n  driver = static\n  args = uid=" << mail_user_ << " gid=" << (root ? "nogroup" : mail_user_)
        << " home=" << d << "/home/%u\n}\n"
        << "service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1, 127.0.0.2\n    port = " << imap_port_

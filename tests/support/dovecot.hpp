@@ -12,7 +12,10 @@ namespace mailgate::test {
 
 class Dovecot {
  public:
-  Dovecot();   // starts it; throws with the log when it does not come up
+  // Starts it; throws with the log when it does not come up. With `oauth2_introspection_url`
+  // it also offers AUTH=XOAUTH2, checking tokens at that RFC 7662 endpoint (Dovecot's oauth2
+  // passdb; tests/support/graph_fake.py serves one).
+  explicit Dovecot(const std::string& oauth2_introspection_url = {});
   ~Dovecot();  // stops it and removes the directory
 
   // Adds (or replaces) a user; any password works (stored base64-encoded).

@@ -44,6 +44,8 @@ class GraphFake {
   std::filesystem::path ca_file() const { return certs_.ca; }
   std::string login_base() const { return "https://127.0.0.1:" + std::to_string(port_); }
   std::string api_base() const { return login_base() + "/v1.0"; }
+  // Token introspection (RFC 7662) on the plain control port, for Dovecot's oauth2 passdb.
+  std::string introspection_url() const { return "http://127.0.0.1:" + std::to_string(control_port_) + "/_introspect"; }
   // TOML for the daemon: [tls] and [graph] pointing at this fake.
   std::string daemon_toml(int max_concurrent = 4, int page_size = 100) const;
 

@@ -49,15 +49,21 @@ Control API (plain HTTP on --control-port; JSON in and out):
   POST /_control/throttle        {"count": K, "status": 429|503, "retry_after": S, "path": "substring"}
                                  the next K Graph requests (whose path contains "path", if given)
                                  answer status with Retry-After: S (omitted when S is null)
-  POST /_control/credentials     {"client_secret": "...", "expired": true|false, "token_lifetime": N}
-                                 any subset: the accepted secret, expired-secret mode, expires_in
+  POST /_control/credentials     {"client_secret": "...", "expired": true|false, "token_lifetime": N,
+                                  "imap_user": U}
+                                 any subset: the accepted secret, expired-secret mode, expires_in,
+                                 the user /_introspect names (default --user)
+  POST /_introspect              RFC 7662 token introspection (form token=...), for Dovecot's
+                                 oauth2 passdb in XOAUTH2 tests: {"active": true, "username": U,
+                                 "email": U, "scope", "exp"} for a live token of the Outlook scope
+                                 (https://outlook.office365.com/.default), else {"active": false}
   POST /_control/delay           {"value_ms": N}  each $value answer waits N ms (to catch a daemon
                                  mid-import, or to see concurrency)
   POST /_control/revoke_tokens   every access token issued so far stops working (401)
   POST /_control/reset           clears sent mail, the request log and the counters
   GET  /_control/sent            [{"user", "mime" (UTF-8, undecodable bytes replaced), "mime_base64"
                                   (byte-exact), "time"}] in order of arrival
-  GET  /_control/stats           {"token_requests", "token_failures", "graph_requests",
+  GET  /_control/stats           {"token_requests", "token_failures", "graph_requests", "introspections",
                                   "max_concurrent": {user: n}, "max_concurrent_all", "in_flight",
                                   "messages": {user: n}}
   GET  /_control/log             [{"start", "time", "method", "path", "status", "user"}] of Graph
@@ -110,6 +116,8 @@ class State:
         self.max_concurrent = {}
         self.max_concurrent_all = 0
         self.counter = 0
+        self.imap_user = args.user  # whom an Outlook-scope token introspects as (XOAUTH2)
+        self.introspections = 0
 
     def new_id(self):
         self.counter += 1
@@ -386,12 +394,23 @@ class ControlHandler(BaseHTTPRequestHandler):
                 return self.reply(200, {"token_requests": st.token_requests, "token_failures": st.token_failures,
                                         "graph_requests": st.graph_requests, "max_concurrent": st.max_concurrent,
                                         "max_concurrent_all": st.max_concurrent_all, "in_flight": st.in_flight_all,
+                                        "introspections": st.introspections,
                                         "messages": {u: sum(1 for m in b.values() if not m["removed"]) for u, b in st.messages.items()}})
         self.reply(404, {"error": "unknown control path"})
 
     def do_POST(self):
         st = self.state
         n = int(self.headers.get("Content-Length") or 0)
+        if self.path == "/_introspect":  # RFC 7662, for Dovecot's oauth2 passdb (XOAUTH2 tests)
+            form = urllib.parse.parse_qs(self.rfile.read(n).decode("utf-8", "replace"))
+            token = (form.get("token") or [""])[0]
+            with st.lock:
+                st.introspections += 1
+                t = st.tokens.get(token)
+                if t and t[0] == OUTLOOK_SCOPE and t[1] > time.time():
+                    return self.reply(200, {"active": True, "scope": t[0], "username": st.imap_user, "email": st.imap_user,
+                                            "exp": int(t[1])})
+            return self.reply(200, {"active": False})
         try:
             req = json.loads(self.rfile.read(n) or b"{}")
         except ValueError:
@@ -419,6 +438,8 @@ class ControlHandler(BaseHTTPRequestHandler):
                     st.client_secret = req["client_secret"]
                 if "expired" in req:
                     st.expired = bool(req["expired"])
+                if "imap_user" in req:
+                    st.imap_user = req["imap_user"]
                 if "token_lifetime" in req:
                     st.token_lifetime = int(req["token_lifetime"])
                 return self.reply(200, {})
