@@ -11,6 +11,8 @@
 // - Exactly one primary mailbox: the first one created becomes primary; POST .../primary moves
 //   the flag; the primary cannot be deactivated (make another primary first). Mailboxes are
 //   never deleted, only deactivated.
+#include <limits>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -49,6 +51,8 @@ struct MailboxFields {
   std::map<std::string, std::optional<bool>> flag;
   std::map<std::string, std::string> new_secrets;  // plaintext, only those given in this request
   std::set<std::string> stored_secrets;            // secrets the row has already
+  std::optional<std::int64_t> mailgun_domain_id;   // a mailgun_domains row: its region and keys
+  bool mailgun_domain_given = false;               // this request sets (or clears) it
 
   const std::optional<std::string>& t(const std::string& k) const { return text.at(k); }
   bool has_secret(const std::string& k) const { return new_secrets.count(k) || stored_secrets.count(k); }
@@ -66,6 +70,7 @@ std::string column_list() {
   s += ", coalesce((SELECT array_agg(user_id ORDER BY user_id) FROM mailbox_users WHERE mailbox_id = m.id), '{}')";
   s += ", coalesce((SELECT array_agg(value ORDER BY value) FROM mailbox_exclusions WHERE mailbox_id = m.id AND kind = 'domain'), '{}')";
   s += ", coalesce((SELECT array_agg(value ORDER BY value) FROM mailbox_exclusions WHERE mailbox_id = m.id AND kind = 'address'), '{}')";
+  s += ", mailgun_domain_id";
   return s;
 }
 
@@ -89,6 +94,8 @@ MailboxFields fields_of_row(const pqxx::row& r) {
     if (r[i].as<bool>()) f.stored_secrets.insert(k);
     ++i;
   }
+  i += 3;  // users and exclusions
+  if (!r[i].is_null()) f.mailgun_domain_id = r[i].as<std::int64_t>();
   return f;
 }
 
@@ -116,6 +123,7 @@ json::object mailbox_json(const pqxx::row& r, bool admin) {
   o["users"] = json_id_array(r[i++]);
   o["excluded_domains"] = json_text_array(r[i++]);
   o["excluded_addresses"] = json_text_array(r[i++]);
+  o["mailgun_domain_id"] = json_nullable_id(r[i++]);
   o["health"] = json::object{{"state", r[2].c_str()},
                              {"reason", r[3].is_null() ? json::value(nullptr) : json::value(r[3].c_str())},
                              {"last_sync_at", r[4].is_null() ? json::value(nullptr) : json::value(r[4].c_str())}};
@@ -149,7 +157,14 @@ MailboxFields read_input(const JsonInput& in, MailboxFields base) {
   known.insert(kInts.begin(), kInts.end());
   known.insert(kBools.begin(), kBools.end());
   known.insert(kSecrets.begin(), kSecrets.end());
+  known.insert("mailgun_domain_id");
   in.only(known);
+  if (in.has("mailgun_domain_id")) {
+    base.mailgun_domain_given = true;
+    base.mailgun_domain_id = in.raw("mailgun_domain_id")->is_null()
+                                 ? std::nullopt
+                                 : in.integer("mailgun_domain_id", 1, std::numeric_limits<std::int64_t>::max());
+  }
   for (const auto& k : kTexts) {
     if (!in.has(k)) {
       base.text.try_emplace(k);
@@ -247,11 +262,13 @@ void complete_and_check(MailboxFields& f) {
     need("ms365_client_secret", "for Microsoft 365");
     if (!f.t("ms365_user_id")) f.text["ms365_user_id"] = f.t("address");
   }
-  if (in == "mailgun" || out == "mailgun") {
-    need("mailgun_domain", "for Mailgun");
+  // A Mailgun domain (/api/v1/mailgun-domains) brings its region and keys; without one the
+  // mailbox carries its own.
+  if ((in == "mailgun" || out == "mailgun") && !f.mailgun_domain_id) {
+    need("mailgun_domain", "for Mailgun (or choose a mailgun_domain_id)");
     if (!f.t("mailgun_region")) f.text["mailgun_region"] = "eu";
-    need("mailgun_api_key", "for Mailgun");
-    if (in == "mailgun") need("mailgun_webhook_key", "to verify Mailgun's webhooks");
+    need("mailgun_api_key", "for Mailgun (or choose a mailgun_domain_id)");
+    if (in == "mailgun") need("mailgun_webhook_key", "to verify Mailgun's webhooks (or choose a mailgun_domain_id)");
   }
 }
 
@@ -302,6 +319,11 @@ void write_fields(pqxx::dbtransaction& tx, std::int64_t id, const MailboxFields&
   tx.conn().unprepare("mailbox_write");
   for (const auto& [k, v] : sealed.secrets)
     tx.exec_params("UPDATE mailboxes SET " + k + " = $2 WHERE id = $1", id, pqxx::binarystring(v));
+  if (f.mailgun_domain_given) {
+    if (f.mailgun_domain_id && tx.exec_params("SELECT 1 FROM mailgun_domains WHERE id = $1", *f.mailgun_domain_id).empty())
+      invalid("mailgun_domain_id", "no Mailgun domain with id " + std::to_string(*f.mailgun_domain_id));
+    tx.exec_params("UPDATE mailboxes SET mailgun_domain_id = $2 WHERE id = $1", id, f.mailgun_domain_id);
+  }
 }
 
 std::vector<FieldChange> secret_changes(const MailboxFields& f) {
