@@ -300,6 +300,7 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
           store_error = e.what();
         }
       }
+      if (stopping) break;  // a poll cut short by the shutdown is no failure of the mailbox
       if (failure) {
         if (attempt == 0) failing_since = Clock::now();
         const auto failing_for = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - failing_since);
