@@ -117,15 +117,17 @@ struct Pending {
 
 struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
   Impl(asio::io_context& io, Services& s)
-      : s(s), strand(asio::make_strand(io)), timer(strand), http(strand, http::client_options(s.config)), tokens(strand, s.config),
-        deps{s.config, http, graph_token_source(tokens)} {}
+      : s(s), strand(asio::make_strand(io)), timer(strand), http(strand, http::client_options(s.config)),
+        own_tokens(s.graph_tokens ? nullptr : std::make_unique<GraphTokens>(strand, s.config)),
+        deps{s.config, http, graph_token_source(s.graph_tokens ? *s.graph_tokens : *own_tokens)} {}
 
   Services& s;
   asio::strand<asio::io_context::executor_type> strand;
   asio::steady_timer timer;
   std::atomic<bool> stopping{false};
   http::Client http;   // Mailgun and Graph: kept-alive connections shared by the mailboxes
-  GraphTokens tokens;  // Graph access tokens, cached per app registration
+  // Graph access tokens: the daemon's one source (Services), or one of its own when there is none.
+  std::unique_ptr<GraphTokens> own_tokens;
   TransportDeps deps;
   // Strand-only state.
   std::map<std::int64_t, int> connections;                                     // open per mailbox
