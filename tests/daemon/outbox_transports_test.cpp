@@ -241,7 +241,7 @@ TEST_P(OutboxTransports, RetryAfterIsHonoured) {
   EXPECT_EQ(row(id).at("attempts").as_int64(), 2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, OutboxTransports, ::testing::Values(Kind::smtp, Kind::mailgun, Kind::graph),
+INSTANTIATE_TEST_SUITE_P(Outbox, OutboxTransports, ::testing::Values(Kind::smtp, Kind::mailgun, Kind::graph),
                          [](const auto& info) { return name_of(info.param); });
 
 class OutboxGraph : public OutboxTransports {};
@@ -272,7 +272,7 @@ TEST_P(OutboxGraph, AMessageOverTheSendMailLimitIsRefusedAtOnce) {
   EXPECT_NE(std::string(bad.json.at("reply").as_string()).find("AADSTS7000222"), std::string::npos) << bad.body;
 }
 
-INSTANTIATE_TEST_SUITE_P(Graph, OutboxGraph, ::testing::Values(Kind::graph), [](const auto& info) { return name_of(info.param); });
+INSTANTIATE_TEST_SUITE_P(Outbox, OutboxGraph, ::testing::Values(Kind::graph), [](const auto& info) { return name_of(info.param); });
 
 class OutboxMailgun : public OutboxTransports {};
 
@@ -309,7 +309,7 @@ TEST_P(OutboxMailgun, TheRegionChoosesTheApiHostAndTheMailboxTestSends) {
   EXPECT_EQ(bad.body.find("key-fout"), std::string::npos) << "the key is never returned";
 }
 
-INSTANTIATE_TEST_SUITE_P(Mailgun, OutboxMailgun, ::testing::Values(Kind::mailgun), [](const auto& info) { return name_of(info.param); });
+INSTANTIATE_TEST_SUITE_P(Outbox, OutboxMailgun, ::testing::Values(Kind::mailgun), [](const auto& info) { return name_of(info.param); });
 
 }  // namespace
 }  // namespace mailgate
