@@ -5,15 +5,18 @@
 //
 // - Only https:// URLs; anything else throws Error{protocol} before a byte is sent.
 // - send(): one request, one response. Connections are kept alive and reused per host:port (at
-//   most max_idle_per_host idle ones, each closed after idle_timeout). A reused connection the
+//   most max_idle_per_host idle ones; one idle longer than idle_timeout is not reused but closed
+//   when that host is next asked, or by close_all() / the destructor). A reused connection the
 //   server closed before it sent any byte of the response is retried once on a fresh connection
-//   (the request never reached the application); nothing else is retried here: the caller owns
-//   retry policy (Retry-After is parsed for it).
+//   (the usual case: the server's idle timer closed it while the request was on its way; a server
+//   that read the request and then closed without a byte of answer may see it twice). Nothing
+//   else is retried here: the caller owns retry policy (Retry-After is parsed for it).
 // - Deadlines: connect (with the TLS handshake) connect_timeout, the whole exchange (writing the
 //   request, reading the response) request_timeout. Responses with a body larger than
 //   max_response_bytes fail with Error{too_large} and the connection is dropped.
 // - Any HTTP status is a Response, not an exception; failures to get a response throw Error with
-//   a Kind the caller maps to transient (connect, tls?, timeout, io) or permanent.
+//   a Kind (daemon/outbox_transports treats connect, tls, timeout, io and too_large as transient,
+//   protocol as permanent).
 // - Bodies: Content-Length and chunked responses; requests are sent with Content-Length.
 #pragma once
 #include <chrono>
