@@ -46,6 +46,9 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+constexpr auto kRcptCacheTtl = std::chrono::seconds(5);
+constexpr std::size_t kRcptCacheSize = 10000;
+
 // Runs `job` on the worker pool and resumes the coroutine on its own executor (a strand).
 template <class F, class R = std::invoke_result_t<F&>>
 awaitable<R> on_pool(asio::thread_pool& pool, F job) {
@@ -245,6 +248,10 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
   std::map<std::string, int> per_ip;
   // Live sessions, each with "waiting for a command between transactions" (shutdown cancels those).
   std::map<std::shared_ptr<net::Connection>, std::shared_ptr<std::atomic<bool>>> live;
+  // Active receivers found by RCPT in the last kRcptCacheTtl, by address match key: a sender's
+  // next message does not ask the database again. A receiver deactivated meanwhile is still
+  // refused: the delivery's transaction looks at its status again (receiver_deliver).
+  std::map<std::string, std::pair<std::int64_t, std::chrono::steady_clock::time_point>> rcpt_cache;
   bool stopping = false;
 
   void load_tls() {
@@ -445,16 +452,28 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
     if (!std::holds_alternative<std::string>(normalized)) co_return smtpd::RcptVerdict::unknown;
     const std::string key = email_match_key(std::get<std::string>(normalized));
     std::optional<std::int64_t> found;
-    try {
-      auto op = store_transact(s.store, [key](pqxx::work& tx) -> std::optional<std::int64_t> {
-        auto r = receiver_find(tx, key);
-        if (!r || r->status != "active") return std::nullopt;
-        return r->id;
-      });
-      found = co_await std::move(op);
-    } catch (const std::exception& e) {
-      spdlog::warn("event=smtp_rcpt_deferred reason=\"{}\"", e.what());
-      co_return smtpd::RcptVerdict::defer;
+    const auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lock(mutex);
+      if (auto c = rcpt_cache.find(key); c != rcpt_cache.end() && now - c->second.second < kRcptCacheTtl) found = c->second.first;
+    }
+    if (!found) {
+      try {
+        auto op = store_transact(s.store, [key](pqxx::work& tx) -> std::optional<std::int64_t> {
+          auto r = receiver_find(tx, key);
+          if (!r || r->status != "active") return std::nullopt;
+          return r->id;
+        });
+        found = co_await std::move(op);
+      } catch (const std::exception& e) {
+        spdlog::warn("event=smtp_rcpt_deferred reason=\"{}\"", e.what());
+        co_return smtpd::RcptVerdict::defer;
+      }
+      if (found) {
+        std::lock_guard lock(mutex);
+        if (rcpt_cache.size() >= kRcptCacheSize) rcpt_cache.clear();
+        rcpt_cache[key] = {*found, now};
+      }
     }
     if (!found) co_return smtpd::RcptVerdict::unknown;
     if (receiver && *receiver != *found) co_return smtpd::RcptVerdict::later;

@@ -115,8 +115,9 @@ std::optional<Receiver> receiver_load(pqxx::dbtransaction& tx, std::int64_t id) 
 
 DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int rejections_per_hour) {
   DeliveryOutcome out;
-  // FOR UPDATE: the TLS latch and the rejection count stay right with concurrent deliveries.
-  tx.exec_params("SELECT 1 FROM receivers WHERE id = $1 FOR UPDATE", d.receiver_id);
+  // No lock on the receiver for a delivery: deliveries of one receiver commit side by side. The
+  // two things that must not race take their own: the rejection count an advisory lock (only on
+  // the rejection path), the TLS latch the row lock of its conditional UPDATE.
   const auto r = receiver_load(tx, d.receiver_id);
   if (!r || r->status != "active") {
     out.receiver_gone = true;
@@ -135,6 +136,9 @@ DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int
     f.precedence = d.precedence;
     f.list_headers = d.list_headers;
     f.limit_per_hour = rejections_per_hour;
+    // One rejection decision per receiver at a time; under READ COMMITTED the count below, a
+    // new statement, sees what the previous holder committed.
+    tx.exec_params("SELECT pg_advisory_xact_lock(hashtext('receiver_rejection'), $1::integer)", static_cast<int>(r->id));
     f.sent_last_hour = tx.exec_params1("SELECT count(*) FROM outbox WHERE kind = 'receiver_rejection' AND cause_id = $1 "
                                        "AND created_at > now() - interval '1 hour'",
                                        std::to_string(r->id))[0]
@@ -162,8 +166,10 @@ DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int
   out.message_id = stored.message_id;
   tx.exec_params("UPDATE messages SET receiver_id = $2, envelope_from = $3, authentication_results = $4, auth = $5::jsonb WHERE id = $1",
                  stored.message_id, r->id, d.envelope_from, d.authentication_results, d.auth_json);
-  if (out.verdict.latch_tls) {
-    tx.exec_params("UPDATE receivers SET require_tls = true, updated_at = now() WHERE id = $1", r->id);
+  // The first committed latch wins: a concurrent one waits for its row lock, then finds
+  // require_tls already on and changes (and audits) nothing.
+  const std::string latch = "UPDATE receivers SET require_tls = true, updated_at = now() WHERE id = $1 AND NOT require_tls RETURNING id";
+  if (out.verdict.latch_tls && !tx.exec_params(latch, r->id).empty()) {
     audit_write(tx, Actor{"daemon", std::nullopt, "smtp receiver"}, "receiver", std::to_string(r->id), "update",
                 {{"require_tls", "false", "true"},
                  {"reason", std::nullopt, "first accepted delivery over TLS (message " + std::to_string(stored.message_id) + ")"}});
