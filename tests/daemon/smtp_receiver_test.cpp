@@ -602,7 +602,9 @@ TEST(SmtpReceiverDatabase, PostgresStoppedMidSessionDefersAndTheRetryIsStoredOnc
     const std::string rcpt = c.command("RCPT TO:<coop-mnopqrstuvwx@ontvang.mailgate.test>");
     EXPECT_EQ(rcpt.rfind("451 4.3.0 ", 0), 0u) << rcpt;
   }
+  const std::string url_before = cluster.url();
   cluster.start();
+  ASSERT_EQ(cluster.url(), url_before) << "PostgreSQL came back on another port: the daemon cannot find it";
   // The client's retry once PostgreSQL is back: stored once.
   std::string r;
   ASSERT_TRUE(eventually(
