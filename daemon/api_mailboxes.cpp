@@ -219,9 +219,6 @@ MailboxFields read_input(const JsonInput& in, MailboxFields base) {
   one_of(base.t("mailgun_region"), "mailgun_region", {"eu", "us"});
   one_of(base.t("imap_auth"), "imap_auth", {"password", "xoauth2"});
   one_of(base.t("smtp_auth"), "smtp_auth", {"password", "xoauth2"});
-  // The column and the checks below are ready; the outbox's SMTP transport does not take a token yet.
-  if (base.t("smtp_auth") == std::optional<std::string>("xoauth2"))
-    invalid("smtp_auth", "smtp_auth 'xoauth2' is not supported for sending yet: use 'password' (or outgoing_type 'ms365')");
   return base;
 }
 

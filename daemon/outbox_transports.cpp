@@ -8,6 +8,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
 
 #include "daemon/graph_tokens.hpp"
 #include "protocol/http_client.hpp"
@@ -31,7 +32,7 @@ SendSettings load_send_settings(pqxx::dbtransaction& tx, const SecretBox& secret
       "WHEN 'tls' THEN 465 WHEN 'plain' THEN 25 ELSE 587 END), m.send_max_connections, m.send_max_per_connection, m.send_max_per_minute, "
       "coalesce(d.domain, m.mailgun_domain, ''), coalesce(d.region, m.mailgun_region, 'eu'), coalesce(d.api_key, m.mailgun_api_key), "
       "coalesce(d.active, true), coalesce(m.ms365_tenant_id, ''), coalesce(m.ms365_client_id, ''), m.ms365_client_secret, "
-      "coalesce(m.ms365_user_id, m.address) "
+      "coalesce(m.ms365_user_id, m.address), m.smtp_auth "
       "FROM mailboxes m LEFT JOIN mailgun_domains d ON d.id = m.mailgun_domain_id WHERE m.id = $1",
       id);
   if (r.empty()) return s;
@@ -57,6 +58,7 @@ SendSettings load_send_settings(pqxx::dbtransaction& tx, const SecretBox& secret
   s.ms365_client_id = row[17].as<std::string>();
   if (!row[18].is_null()) s.ms365_client_secret = secrets.open(pqxx::binarystring(row[18]).str());
   s.ms365_user_id = row[19].as<std::string>();
+  s.smtp_auth = row[20].as<std::string>();
   return s;
 }
 
@@ -80,27 +82,44 @@ std::string helo_name(const Config& config) {
   return name;
 }
 
+// SMTP; with smtp_auth 'xoauth2' (Office 365 over SMTP) AUTH XOAUTH2 with an access token for the
+// Outlook scope from the mailbox's ms365_* credentials, through the one token source. A token the
+// server refuses is dropped and a fresh one tried once, on a new connection.
 class SmtpTransport final : public Transport {
  public:
-  SmtpTransport(asio::any_io_executor ex, const SendSettings& s, const Config& config) {
-    smtp::Account a;
-    a.endpoint = net::Endpoint{s.host, s.port, s.security, config.tls.ca_file.string()};
-    a.helo_name = helo_name(config);
-    a.username = s.password.empty() ? std::string() : s.username;
-    a.password = s.password;
-    const auto command = std::chrono::duration_cast<std::chrono::milliseconds>(config.outbox.command_timeout);
-    const smtp::Timeouts t{std::min<std::chrono::milliseconds>(command, std::chrono::seconds(30)), command, command * 2};
-    client_ = std::make_shared<smtp::Client>(ex, std::move(a), t);
+  SmtpTransport(asio::any_io_executor ex, const SendSettings& s, const TransportDeps& deps) : ex_(std::move(ex)), settings_(s), deps_(deps) {
+    account_.endpoint = net::Endpoint{s.host, s.port, s.security, deps.config.tls.ca_file.string()};
+    account_.helo_name = helo_name(deps.config);
+    const bool oauth = s.smtp_auth == "xoauth2";
+    account_.username = oauth || !s.password.empty() ? s.username : std::string();
+    account_.password = oauth ? std::string() : s.password;
+    const auto command = std::chrono::duration_cast<std::chrono::milliseconds>(deps.config.outbox.command_timeout);
+    timeouts_ = smtp::Timeouts{std::min<std::chrono::milliseconds>(command, std::chrono::seconds(30)), command, command * 2};
+    client_ = std::make_shared<smtp::Client>(ex_, account_, timeouts_);
   }
 
   awaitable<void> open() override {
-    std::optional<smtp::Failure> failure;
-    try {
-      co_await client_->open();
-    } catch (const smtp::Failure& f) {
-      failure = f;
+    if (settings_.smtp_auth != "xoauth2") {
+      co_await open_client();
+      co_return;
     }
-    if (failure) throw TransportFailure(smtp::to_string(failure->step), failure->permanent, failure->what());
+    if (!deps_.graph_token) throw TransportFailure("auth", true, "no Microsoft 365 token source for XOAUTH2");
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool refresh = attempt == 1;
+      auto get = deps_.graph_token(settings_, refresh);
+      account_.oauth_token = co_await std::move(get);
+      client_ = std::make_shared<smtp::Client>(ex_, account_, timeouts_);
+      std::optional<TransportFailure> failure;
+      try {
+        co_await open_client();
+        co_return;
+      } catch (const TransportFailure& f) {
+        failure = f;
+      }
+      if (failure->step != "auth" || refresh) throw *failure;
+      spdlog::info("event=smtp_xoauth2_refused mailbox={} action=\"a fresh token, once\" reason=\"{}\"", settings_.id, failure->what());
+      client_->close();
+    }
   }
 
   awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw) override {
@@ -126,6 +145,21 @@ class SmtpTransport final : public Transport {
   void close() override { client_->close(); }
 
  private:
+  awaitable<void> open_client() {
+    std::optional<smtp::Failure> failure;
+    try {
+      co_await client_->open();
+    } catch (const smtp::Failure& f) {
+      failure = f;
+    }
+    if (failure) throw TransportFailure(smtp::to_string(failure->step), failure->permanent, failure->what());
+  }
+
+  asio::any_io_executor ex_;
+  SendSettings settings_;
+  const TransportDeps& deps_;
+  smtp::Account account_;
+  smtp::Timeouts timeouts_;
   std::shared_ptr<smtp::Client> client_;
 };
 
@@ -308,6 +342,7 @@ awaitable<std::string> graph_token(GraphTokens* tokens, SendSettings settings, b
   credentials.tenant = settings.ms365_tenant_id;
   credentials.client_id = settings.ms365_client_id;
   credentials.client_secret = settings.ms365_client_secret;
+  if (settings.type == "smtp") credentials.scope = kOutlookScope;  // Office 365 over SMTP (XOAUTH2)
   if (credentials.tenant.empty() || credentials.client_id.empty() || credentials.client_secret.empty())
     throw TransportFailure("auth", true, "the mailbox has no Microsoft 365 tenant id, client id or client secret");
   if (refresh) tokens->invalidate(credentials);
@@ -331,7 +366,7 @@ GraphTokenSource graph_token_source(GraphTokens& tokens) {
 }
 
 std::unique_ptr<Transport> make_transport(asio::any_io_executor executor, const SendSettings& settings, const TransportDeps& deps) {
-  if (settings.type == "smtp") return std::make_unique<SmtpTransport>(executor, settings, deps.config);
+  if (settings.type == "smtp") return std::make_unique<SmtpTransport>(executor, settings, deps);
   if (settings.type == "mailgun") return std::make_unique<MailgunTransport>(settings, deps);
   if (settings.type == "ms365") return std::make_unique<GraphTransport>(settings, deps);
   throw TransportFailure("connect", true, "unknown outgoing type " + settings.type);

@@ -1,7 +1,9 @@
 // daemon/outbox_transports: the ways a mailbox sends (its outgoing_type), behind one interface
 // the outbox's connection loop (daemon/outbox.cpp) and the mailbox test drive alike.
 //
-// - smtp: protocol/smtp_client, one SMTP session per Transport (open = connect, TLS, AUTH).
+// - smtp: protocol/smtp_client, one SMTP session per Transport (open = connect, TLS, AUTH). With
+//   smtp_auth 'xoauth2' AUTH XOAUTH2 with a token for https://outlook.office365.com/.default from
+//   the ms365_* credentials (Office 365 over SMTP); a refused token is replaced once.
 // - mailgun: POST {[mailgun] api_base_eu|us}/v3/{domain}/messages.mime, HTTP Basic api:<key>,
 //   multipart/form-data with one `to` field per envelope recipient (Bcc included) and the
 //   composed message as the `message` file. 200 -> sent (Mailgun's id in the reply); 429 and 5xx
@@ -55,6 +57,7 @@ struct SendSettings {
   std::string type, address, display_name;
   // smtp
   std::string host, security, username, password;
+  std::string smtp_auth = "password";  // or "xoauth2": a token from the ms365_* credentials
   std::uint16_t port = 587;
   // mailgun
   std::string mailgun_domain, mailgun_region = "eu", mailgun_api_key;

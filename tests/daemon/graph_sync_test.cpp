@@ -14,6 +14,8 @@
 #include "tests/support/api_client.hpp"
 #include "tests/support/dovecot.hpp"
 #include "tests/support/graph_fake.hpp"
+#include "tests/support/pg_harness.hpp"
+#include "tests/support/smtp_servers.hpp"
 
 namespace mailgate {
 namespace {
@@ -43,7 +45,19 @@ bool eventually(F probe, std::chrono::milliseconds limit, std::chrono::milliseco
   return probe();
 }
 
-std::string tail(const std::string& log, std::size_t n = 6000) { return log.size() > n ? log.substr(log.size() - n) : log; }
+// The end of a daemon log without its request lines (the tests poll the API many times a second).
+std::string tail(const std::string& log, std::size_t n = 6000) {
+  std::string kept;
+  std::size_t start = 0;
+  while (start < log.size()) {
+    std::size_t end = log.find('\n', start);
+    if (end == std::string::npos) end = log.size();
+    const std::string_view line(log.data() + start, end - start);
+    if (line.find("event=http_request ") == std::string_view::npos) kept.append(line).push_back('\n');
+    start = end + 1;
+  }
+  return kept.size() > n ? kept.substr(kept.size() - n) : kept;
+}
 
 int occurrences(const std::string& text, const std::string& needle) {
   int n = 0;
@@ -272,9 +286,96 @@ TEST_F(Office365Imap, SyncsWithAnXoauth2Token) {
   auto refused = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(bad));
   EXPECT_EQ(refused.status, 422) << refused.body;
   EXPECT_NE(refused.body.find("ms365_"), std::string::npos) << refused.body;
-  // Sending with XOAUTH2 is refused until the outbox's SMTP transport takes a token.
-  auto smtp = api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(id), R"({"smtp_auth": "xoauth2"})");
-  EXPECT_EQ(smtp.status, 422) << smtp.body;
+}
+
+// Office 365 over SMTP with XOAUTH2 (smtp_auth = 'xoauth2'): the outbox's SMTP transport logs in
+// with AUTH XOAUTH2 and an Outlook-scope token from the same source; the SMTP server (aiosmtpd,
+// XOAUTH2 only) checks it at the fake's introspection endpoint, as Office 365 does. A token the
+// server refuses (revoked) is replaced once, without failing the mail.
+class Office365Smtp : public ::testing::Test {
+ protected:
+  static std::string both_cas(const test::GraphFake& graph, const test::PySmtpServer& smtp) {
+    const auto file = test::temp_dir("o365-smtp") / "both-cas.pem";
+    std::ofstream out(file);
+    out << std::ifstream(graph.ca_file()).rdbuf() << std::ifstream(smtp.ca_file()).rdbuf();
+    return file.string();
+  }
+  static test::PySmtpOptions smtp_options(const test::GraphFake& graph) {
+    test::PySmtpOptions o;
+    o.tls = true;
+    o.require_tls = true;
+    o.xoauth2_introspect = graph.introspection_url();
+    return o;
+  }
+  Office365Smtp()
+      : smtp(smtp_options(graph)),
+        api("[security]\nallow_private_hosts = true\n[tls]\nca_file = \"" + both_cas(graph, smtp) + "\"\n[graph]\napi_base = \"" +
+            graph.api_base() + "\"\nlogin_base = \"" + graph.login_base() + "\"\n") {}
+
+  test::GraphFake graph;
+  test::PySmtpServer smtp;
+  test::ApiFixture api;
+};
+
+TEST_F(Office365Smtp, SendsWithAnXoauth2TokenAndReplacesARefusedOne) {
+  graph.control("POST", "/_control/credentials", R"({"imap_user": "info@coop.nl"})");
+  const auto& o = graph.options();
+  json::object m{{"display_name", "Info"}, {"address", "info@coop.nl"}, {"incoming_type", "none"}, {"outgoing_type", "smtp"},
+                 {"smtp_auth", "xoauth2"}, {"smtp_host", "127.0.0.1"}, {"smtp_port", smtp.port()}, {"smtp_security", "starttls"},
+                 {"ms365_tenant_id", o.tenant}, {"ms365_client_id", o.client_id}, {"ms365_client_secret", o.client_secret}};
+  auto r = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(m));
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.json.at("smtp_auth").as_string(), "xoauth2");
+  const auto id = r.json.at("id").as_int64();
+  const std::string test_path = "/api/v1/mailboxes/" + std::to_string(id) + "/test";
+
+  auto first = api.call("admin", "POST", test_path);
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_TRUE(first.json.at("ok").as_bool()) << first.body << tail(api.daemon().log()) << smtp.log();
+  ASSERT_EQ(smtp.received().size(), 1u) << smtp.log();
+  EXPECT_EQ(smtp.received()[0].login, "info@coop.nl");
+  EXPECT_TRUE(smtp.received()[0].tls);
+  auto stats = graph.stats();
+  EXPECT_EQ(stats.at("token_requests").as_int64(), 1);
+  EXPECT_EQ(stats.at("introspections").as_int64(), 1);
+
+  // The outbox keeps the daemon's one token source: its first mail asks for a token (the mailbox
+  // test used a fresh source of its own), the token is cached.
+  const auto send = [&](const std::string& subject) {
+    auto q = api.call("admin", "POST", "/api/v1/mail",
+                      R"({"to": ["jan@example.nl"], "subject": ")" + subject + R"(", "text": "x", "mailbox_id": )" + std::to_string(id) + "}");
+    EXPECT_EQ(q.status, 202) << q.body;
+    return q.json.is_object() ? q.json.at("id").as_int64() : 0;
+  };
+  const auto state = [&](std::int64_t row) {
+    auto q = api.call("admin", "GET", "/api/v1/outbox/" + std::to_string(row));
+    return q.json.is_object() ? std::string(q.json.at("state").as_string()) : q.body;
+  };
+  const auto a = send("Eerste");
+  ASSERT_TRUE(eventually([&] { return state(a) == "sent"; }, 20s)) << state(a) << tail(api.daemon().log()) << smtp.log();
+  EXPECT_EQ(smtp.received().size(), 2u);
+  EXPECT_EQ(graph.stats().at("token_requests").as_int64(), 2);
+
+  // Every token issued so far stops working: the cached one is refused with 535, dropped, and a
+  // fresh one (a third token request) gets the mail through on a new connection, not failed.
+  graph.control("POST", "/_control/revoke_tokens", "{}");
+  const auto b = send("Tweede");
+  ASSERT_TRUE(eventually([&] { return state(b) == "sent"; }, 20s)) << state(b) << tail(api.daemon().log()) << smtp.log();
+  EXPECT_EQ(smtp.received().size(), 3u);
+  stats = graph.stats();
+  EXPECT_EQ(stats.at("token_requests").as_int64(), 3);
+  EXPECT_EQ(stats.at("introspections").as_int64(), 4) << "test mail, first mail, the refused token, its replacement";
+
+  // A token the server never accepts (it names a user other than the SASL user): the failing
+  // step is auth, with the server's 535; nothing is sent.
+  graph.control("POST", "/_control/credentials", R"({"imap_user": "someone-else@coop.nl"})");
+  auto third = api.call("admin", "POST", test_path);
+  ASSERT_TRUE(third.json.is_object()) << third.status << " " << third.body;
+  EXPECT_FALSE(third.json.at("ok").as_bool()) << third.body;
+  EXPECT_EQ(third.json.at("step").as_string(), "auth") << third.body;
+  EXPECT_NE(third.body.find("535"), std::string::npos) << third.body;
+  EXPECT_EQ(smtp.received().size(), 3u);
+  EXPECT_EQ(api.daemon().log().find(o.client_secret), std::string::npos) << "the secret is never logged";
 }
 
 }  // namespace

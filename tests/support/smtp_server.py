@@ -7,15 +7,22 @@ mail before it); with --user/--password it requires AUTH (PLAIN, LOGIN) over TLS
 message is written byte-exact to OUT/<n>.eml with OUT/<n>.json holding the envelope, whether the
 session was TLS, the authenticated login and the client's port (one port per connection).
 --fail-first N answers the first N DATA with 451; --reject ADDRESS refuses that recipient with
-550. Prints "ready" once it listens.
+550. --xoauth2-introspect URL requires AUTH XOAUTH2 (the only mechanism offered, over TLS) and
+checks its bearer token with RFC 7662 introspection at URL, as Office 365's SMTP checks the
+Outlook-scope tokens of its tenant: the token must be active and name the SASL user. Prints
+"ready" once it listens.
 """
 import argparse
 import asyncio
+import base64
+import binascii
 import json
 import os
 import ssl
+import urllib.parse
+import urllib.request
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Handler:
@@ -52,6 +59,31 @@ class Handler:
         return "250 2.0.0 OK queued as %d" % self.count
 
 
+class XoauthHandler(Handler):
+    """Offers AUTH XOAUTH2: "user=U^Aauth=Bearer T^A^A" (base64), T checked by introspection."""
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) < 2:
+            await server.push("501 5.5.2 XOAUTH2 needs an initial response")
+            return AuthResult(success=False, handled=True)
+        try:
+            fields = base64.b64decode(args[1], validate=True).decode().split("\x01")
+        except (binascii.Error, UnicodeDecodeError):
+            await server.push("501 5.5.2 Can't decode base64")
+            return AuthResult(success=False, handled=True)
+        user = next((f[5:] for f in fields if f.startswith("user=")), "")
+        token = next((f[12:] for f in fields if f.startswith("auth=Bearer ")), "")
+        body = urllib.parse.urlencode({"token": token}).encode()
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(
+            None, lambda: json.load(urllib.request.urlopen(self.args.xoauth2_introspect, data=body, timeout=10)))
+        print("AUTH XOAUTH2 user=%s active=%s username=%s" % (user, answer.get("active"), answer.get("username")), flush=True)
+        if not answer.get("active") or answer.get("username", "").lower() != user.lower():
+            return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
+        server.session.mailgate_login = user
+        return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
@@ -65,6 +97,7 @@ def main():
     p.add_argument("--password")
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--reject", action="append", default=[])
+    p.add_argument("--xoauth2-introspect")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -79,7 +112,7 @@ def main():
             session.mailgate_login = auth_data.login.decode()
         return AuthResult(success=ok, handled=False)
 
-    handler = Handler(args)
+    handler = XoauthHandler(args) if args.xoauth2_introspect else Handler(args)
 
     def factory():
         kwargs = dict(hostname="sink.test", decode_data=False, enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024)
@@ -91,6 +124,9 @@ def main():
             kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=not args.implicit_tls)
             if args.login_only:
                 kwargs.update(auth_exclude_mechanism=["PLAIN"])
+        elif args.xoauth2_introspect:
+            kwargs.update(auth_required=True, auth_require_tls=not args.implicit_tls,
+                          auth_exclude_mechanism=["PLAIN", "LOGIN"])
         return SMTP(handler, **kwargs)
 
     loop = asyncio.new_event_loop()

@@ -127,6 +127,7 @@ PySmtpServer::PySmtpServer(PySmtpOptions o) : dir_(temp_dir("smtp-server")), por
     if (o.login_only) cmd += " --login-only";
   }
   if (!o.user.empty()) cmd += " --user '" + o.user + "' --password '" + o.password + "'";
+  if (!o.xoauth2_introspect.empty()) cmd += " --xoauth2-introspect '" + o.xoauth2_introspect + "'";
   if (o.fail_first) cmd += " --fail-first " + std::to_string(o.fail_first);
   for (const auto& r : o.reject) cmd += " --reject '" + r + "'";
   pid_ = spawn(cmd, dir_ / "server.log");
