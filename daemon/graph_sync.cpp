@@ -18,6 +18,7 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include "daemon/graph_slots.hpp"
 #include "daemon/graph_tokens.hpp"
 #include "daemon/mailbox_health.hpp"
 #include "protocol/http_client.hpp"
@@ -362,8 +363,16 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
       request.headers.push_back({"Authorization", "Bearer " + token});
       request.headers.push_back({"Prefer", prefer});
       request.headers.push_back({"Accept", "application/json"});
+      // In flight within the mailbox's share of Graph, counted with its sendMail requests.
+      std::optional<GraphSlots::Slot> slot;
+      if (s.graph_slots) {
+        auto take = s.graph_slots->acquire(run->cfg.id);
+        GraphSlots::Slot taken = co_await std::move(take);
+        slot = std::move(taken);
+      }
       auto send_op = client.send(std::move(request));
       auto response = co_await std::move(send_op);
+      slot.reset();
       if (response.status == 401 && !fresh_token) {
         s.graph_tokens->invalidate(run->credentials);
         fresh_token = true;

@@ -119,7 +119,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
   Impl(asio::io_context& io, Services& s)
       : s(s), strand(asio::make_strand(io)), timer(strand), http(strand, http::client_options(s.config)),
         own_tokens(s.graph_tokens ? nullptr : std::make_unique<GraphTokens>(strand, s.config)),
-        deps{s.config, http, graph_token_source(s.graph_tokens ? *s.graph_tokens : *own_tokens)} {}
+        deps{s.config, http, graph_token_source(s.graph_tokens ? *s.graph_tokens : *own_tokens), s.graph_slots} {}
 
   Services& s;
   asio::strand<asio::io_context::executor_type> strand;
@@ -519,7 +519,7 @@ awaitable<MailboxTestResult> test_mailbox_sending(Services& s, std::int64_t mail
   // Its own HTTP client: the answer should come from a fresh connection, as a new mailbox's would.
   http::Client http(executor, http::client_options(s.config));
   GraphTokens tokens(executor, s.config);  // a fresh token: the test is of the credentials as saved
-  const TransportDeps deps{s.config, http, graph_token_source(tokens)};
+  const TransportDeps deps{s.config, http, graph_token_source(tokens), s.graph_slots};
   TransportEnvelope envelope;
   envelope.from = settings.address;
   envelope.to = {settings.address};

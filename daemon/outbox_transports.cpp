@@ -10,6 +10,7 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include "daemon/graph_slots.hpp"
 #include "daemon/graph_tokens.hpp"
 #include "protocol/http_client.hpp"
 #include "protocol/oauth2.hpp"
@@ -306,6 +307,13 @@ class GraphTransport final : public HttpTransport {
       request.headers.push_back({"Authorization", "Bearer " + token_});
       request.headers.push_back({"Content-Type", "text/plain"});
       request.body = body;
+      // In flight within the mailbox's share of Graph, counted with its inbound sync's requests.
+      std::optional<GraphSlots::Slot> slot;
+      if (deps_.graph_slots) {
+        auto take = deps_.graph_slots->acquire(settings_.id);
+        GraphSlots::Slot taken = co_await std::move(take);
+        slot = std::move(taken);
+      }
       std::optional<http::Response> response;
       std::optional<TransportFailure> failure;
       try {
@@ -313,6 +321,7 @@ class GraphTransport final : public HttpTransport {
       } catch (const http::Error& e) {
         failure = http_failure(e, "Microsoft Graph");
       }
+      slot.reset();
       if (failure) throw *failure;
       const int status = response->status;
       if (status == 202 || status == 200) {

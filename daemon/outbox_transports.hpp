@@ -46,6 +46,7 @@ namespace mailgate {
 
 class SecretBox;
 class GraphTokens;
+class GraphSlots;
 namespace http {
 class Client;
 }
@@ -109,6 +110,7 @@ struct TransportDeps {
   const Config& config;
   http::Client& http;            // Mailgun and Graph; shared, keeps connections alive
   GraphTokenSource graph_token;  // ms365
+  GraphSlots* graph_slots = nullptr;  // ms365: the mailbox's concurrent Graph requests, shared with its inbound sync
 };
 
 // The transport of the mailbox's outgoing_type; an unknown type throws TransportFailure.

@@ -21,6 +21,7 @@
 
 #include "daemon/api.hpp"
 #include "daemon/graph_sync.hpp"
+#include "daemon/graph_slots.hpp"
 #include "daemon/graph_tokens.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/mailbox_sync.hpp"
@@ -74,6 +75,8 @@ int serve(const Config& config) {
     return kExitConfig;
   }
 
+  // Before the io_context: coroutines it destroys at the end may still hold or wait for a slot.
+  GraphSlots graph_slots(config.graph.max_concurrent_per_mailbox);
   asio::io_context io(config.daemon.io_threads);
   Store store(config.database);
   Metrics metrics;
@@ -84,6 +87,7 @@ int serve(const Config& config) {
   Services services{config, store, metrics, *secrets, stopping, [] {}};
   GraphTokens graph_tokens(io.get_executor(), config);
   services.graph_tokens = &graph_tokens;
+  services.graph_slots = &graph_slots;
   Router router;
   register_health_routes(router, services);
   register_web_routes(router);

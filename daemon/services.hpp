@@ -13,6 +13,7 @@ class Metrics;
 class SecretBox;
 class Router;
 class GraphTokens;
+class GraphSlots;
 
 struct Services {
   const Config& config;
@@ -22,6 +23,7 @@ struct Services {
   std::atomic<bool>& stopping;  // set when shutdown began: /readyz answers 503
   std::function<void()> outbox_wake;  // something was queued: the outbox worker looks at once
   GraphTokens* graph_tokens = nullptr;  // OAuth2 tokens for Microsoft 365 (daemon/graph_tokens.hpp): Graph in and out, XOAUTH2
+  GraphSlots* graph_slots = nullptr;    // each mailbox's concurrent Graph requests, in and out (daemon/graph_slots.hpp)
 };
 
 void register_health_routes(Router& router, Services& services);

@@ -238,6 +238,41 @@ TEST_F(GraphSync, ExpiredSecretFailsWithMicrosoftsReasonUntilFixed) {
   EXPECT_EQ(api.daemon().log().find("n1euw~geheim"), std::string::npos) << "the secret is never logged";
 }
 
+// Graph counts a mailbox's concurrent requests over everything it does (at most 4): the inbound
+// sync's $value fetches and the outbox's sendMail of one mailbox share that count instead of each
+// using four. Both run at once here (slow answers from the fake), and the fake sees at most 4.
+TEST_F(GraphSync, InboundAndSendMailShareTheMailboxsConcurrentRequests) {
+  graph.control("POST", "/_control/delay", R"({"value_ms": 200, "send_ms": 300})");
+  graph.add_messages("info@coop.nl", messages_from(0, 80));
+  const auto id = add_mailbox(json::object{{"send_max_connections", 4}});
+  for (int i = 0; i < 24; ++i) {
+    auto q = api.call("admin", "POST", "/api/v1/mail",
+                      R"({"to": ["jan@example.nl"], "subject": "Post )" + std::to_string(i) + R"(", "text": "x", "mailbox_id": )" +
+                          std::to_string(id) + "}");
+    ASSERT_EQ(q.status, 202) << q.body;
+  }
+  const auto imported = [&] { return query_int("SELECT count(*) FROM messages WHERE mailbox_id = $1 AND source = 'ms365'", id); };
+  ASSERT_TRUE(eventually([&] { return imported() == 80 && graph.control("GET", "/_control/sent").as_array().size() == 24; }, 60s))
+      << imported() << "\n" << tail(api.daemon().log());
+  EXPECT_EQ(graph.stats().at("max_concurrent").at("info@coop.nl").as_int64(), 4);
+  // The two directions did overlap: some sendMail was in flight while a $value was.
+  std::vector<std::pair<double, double>> values, sends;
+  for (const auto& e : graph.request_log()) {
+    const std::string path(e.at("path").as_string());
+    const std::pair<double, double> span{e.at("start").to_number<double>(), e.at("time").to_number<double>()};
+    if (path.find("/$value") != std::string::npos) values.push_back(span);
+    if (path.find("/sendMail") != std::string::npos) sends.push_back(span);
+  }
+  int overlapping = 0;
+  for (const auto& sm : sends)
+    for (const auto& v : values)
+      if (sm.first < v.second && v.first < sm.second) {
+        ++overlapping;
+        break;
+      }
+  EXPECT_GT(overlapping, 0) << "sendMail and $value never ran at the same time: the test proves nothing";
+}
+
 // Office 365 over IMAP with XOAUTH2 (imap_auth = 'xoauth2'): a token for the Outlook scope from
 // the same token source, checked by Dovecot's oauth2 passdb against the fake's introspection.
 class Office365Imap : public ::testing::Test {

@@ -57,8 +57,8 @@ Control API (plain HTTP on --control-port; JSON in and out):
                                  oauth2 passdb in XOAUTH2 tests: {"active": true, "username": U,
                                  "email": U, "scope", "exp"} for a live token of the Outlook scope
                                  (https://outlook.office365.com/.default), else {"active": false}
-  POST /_control/delay           {"value_ms": N}  each $value answer waits N ms (to catch a daemon
-                                 mid-import, or to see concurrency)
+  POST /_control/delay           {"value_ms": N, "send_ms": M}  each $value answer waits N ms, each
+                                 sendMail M ms (to catch a daemon mid-import, or to see concurrency)
   POST /_control/revoke_tokens   every access token issued so far stops working (401)
   POST /_control/reset           clears sent mail, the request log and the counters
   GET  /_control/sent            [{"user", "mime" (UTF-8, undecodable bytes replaced), "mime_base64"
@@ -106,6 +106,7 @@ class State:
         self.rounds = {}  # skiptoken -> (user, since, until, offset); deltatoken -> (user, seq)
         self.throttle = None  # {"count", "status", "retry_after", "path"}
         self.value_delay = 0.0
+        self.send_delay = 0.0
         self.sent = []
         self.log = []
         self.token_requests = 0
@@ -178,6 +179,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status, payload, headers=(), content_type="application/json"):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.request_done()  # before the first byte: the client cannot see the answer while it still counts
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -245,13 +247,23 @@ class Handler(BaseHTTPRequestHandler):
             st.max_concurrent[user] = max(st.max_concurrent.get(user, 0), st.in_flight[user])
             st.max_concurrent_all = max(st.max_concurrent_all, st.in_flight_all)
         status = 500
+        self.in_flight_user = user
         try:
             status = self.graph_call(method, path, split.query, user)
         finally:
+            self.request_done()
             with st.lock:
-                st.in_flight[user] -= 1
-                st.in_flight_all -= 1
                 st.log.append({"start": started, "time": time.time(), "method": method, "path": self.path, "status": status, "user": user})
+
+    def request_done(self):
+        """A Graph request stops counting as in flight once its answer starts (or it failed)."""
+        user = getattr(self, "in_flight_user", None)
+        if user is None:
+            return
+        self.in_flight_user = None
+        with self.state.lock:
+            self.state.in_flight[user] -= 1
+            self.state.in_flight_all -= 1
 
     def graph_call(self, method, path, query, user):
         st = self.state
@@ -293,6 +305,10 @@ class Handler(BaseHTTPRequestHandler):
             return 200
         m = re.fullmatch(r"/users/([^/]+)/sendMail", path)
         if m and method == "POST":
+            with st.lock:
+                delay = st.send_delay
+            if delay:
+                time.sleep(delay)
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype == "application/json":
                 with st.lock:
@@ -445,6 +461,7 @@ class ControlHandler(BaseHTTPRequestHandler):
                 return self.reply(200, {})
             if self.path == "/_control/delay":
                 st.value_delay = float(req.get("value_ms", 0)) / 1000.0
+                st.send_delay = float(req.get("send_ms", 0)) / 1000.0
                 return self.reply(200, {})
             if self.path == "/_control/revoke_tokens":
                 st.tokens.clear()
