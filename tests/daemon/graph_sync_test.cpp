@@ -273,20 +273,23 @@ TEST_F(GraphSync, InboundAndSendMailShareTheMailboxsConcurrentRequests) {
   EXPECT_GT(overlapping, 0) << "sendMail and $value never ran at the same time: the test proves nothing";
 }
 
+// The daemon's configuration for the Office 365 tests: Graph's base URLs at the fake, and a CA
+// file (written into `dir`) trusting both the fake's test CA and the mail server's.
+std::string office365_toml(const test::GraphFake& graph, const std::filesystem::path& server_ca, const std::filesystem::path& dir) {
+  const auto file = dir / "both-cas.pem";
+  {
+    std::ofstream out(file);
+    out << std::ifstream(graph.ca_file()).rdbuf() << std::ifstream(server_ca).rdbuf();
+  }
+  return "[security]\nallow_private_hosts = true\n[tls]\nca_file = \"" + file.string() + "\"\n[graph]\napi_base = \"" + graph.api_base() +
+         "\"\nlogin_base = \"" + graph.login_base() + "\"\n";
+}
+
 // Office 365 over IMAP with XOAUTH2 (imap_auth = 'xoauth2'): a token for the Outlook scope from
 // the same token source, checked by Dovecot's oauth2 passdb against the fake's introspection.
 class Office365Imap : public ::testing::Test {
  protected:
-  static std::string both_cas(const test::GraphFake& graph, const test::Dovecot& dovecot) {
-    const auto file = dovecot.dir() / "both-cas.pem";
-    std::ofstream out(file);
-    out << std::ifstream(graph.ca_file()).rdbuf() << std::ifstream(dovecot.ca_file()).rdbuf();
-    return file.string();
-  }
-  Office365Imap()
-      : dovecot(graph.introspection_url()),
-        api("[security]\nallow_private_hosts = true\n[tls]\nca_file = \"" + both_cas(graph, dovecot) + "\"\n[graph]\napi_base = \"" +
-            graph.api_base() + "\"\nlogin_base = \"" + graph.login_base() + "\"\n") {}
+  Office365Imap() : dovecot(graph.introspection_url()), api(office365_toml(graph, dovecot.ca_file(), dovecot.dir())) {}
 
   test::GraphFake graph;
   test::Dovecot dovecot;
@@ -329,12 +332,6 @@ TEST_F(Office365Imap, SyncsWithAnXoauth2Token) {
 // server refuses (revoked) is replaced once, without failing the mail.
 class Office365Smtp : public ::testing::Test {
  protected:
-  static std::string both_cas(const test::GraphFake& graph, const test::PySmtpServer& smtp) {
-    const auto file = test::temp_dir("o365-smtp") / "both-cas.pem";
-    std::ofstream out(file);
-    out << std::ifstream(graph.ca_file()).rdbuf() << std::ifstream(smtp.ca_file()).rdbuf();
-    return file.string();
-  }
   static test::PySmtpOptions smtp_options(const test::GraphFake& graph) {
     test::PySmtpOptions o;
     o.tls = true;
@@ -342,10 +339,7 @@ class Office365Smtp : public ::testing::Test {
     o.xoauth2_introspect = graph.introspection_url();
     return o;
   }
-  Office365Smtp()
-      : smtp(smtp_options(graph)),
-        api("[security]\nallow_private_hosts = true\n[tls]\nca_file = \"" + both_cas(graph, smtp) + "\"\n[graph]\napi_base = \"" +
-            graph.api_base() + "\"\nlogin_base = \"" + graph.login_base() + "\"\n") {}
+  Office365Smtp() : smtp(smtp_options(graph)), api(office365_toml(graph, smtp.ca_file(), test::temp_dir("o365-smtp"))) {}
 
   test::GraphFake graph;
   test::PySmtpServer smtp;
