@@ -49,8 +49,10 @@ constexpr const char* kStateUpdate =
     "VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN 1 ELSE 0 END) ON CONFLICT (mailbox_id) DO UPDATE SET user_id = $2, link = $3, "
     "round_complete = $4, rounds = graph_sync_state.rounds + CASE WHEN $4 THEN 1 ELSE 0 END, updated_at = now()) "
     "UPDATE mailboxes SET last_sync_at = now() WHERE id = $1";
+// One lookup per id in messages_source_key (store/ingest.cpp's kFindBySource says why it is fenced).
 constexpr const char* kStoredKeys =
-    "SELECT source_key FROM messages WHERE mailbox_id = $1 AND source = 'ms365' AND source_key = ANY($2::text[])";
+    "SELECT k.source_key FROM unnest($2::text[]) AS k(source_key) CROSS JOIN LATERAL (SELECT 1 FROM messages m "
+    "WHERE coalesce(m.mailbox_id, 0) = $1 AND m.source = 'ms365' AND m.source_key = k.source_key OFFSET 0) s";
 constexpr const char* kExpiryWarned =
     "INSERT INTO graph_sync_state (mailbox_id, expiry_warned_for) VALUES ($1, $2::date) ON CONFLICT (mailbox_id) "
     "DO UPDATE SET expiry_warned_for = $2::date WHERE graph_sync_state.expiry_warned_for IS DISTINCT FROM $2::date "

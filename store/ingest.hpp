@@ -46,6 +46,12 @@ struct InboundMessage {
   std::optional<bool> transport_tls;
   std::string peer_address;
   bool dedupe_by_content = false;
+  // Mail a trusted receiver took: which receiver, and what sender authentication found.
+  struct Received {
+    std::int64_t receiver_id = 0;
+    std::string envelope_from, authentication_results, auth_json;
+  };
+  std::optional<Received> received;
 };
 
 struct IngestOutcome {

@@ -9,6 +9,7 @@
 #include <pqxx/pqxx>
 
 #include "store/ingest.hpp"
+#include "store/prepared.hpp"
 #include "store/sql.hpp"
 #include "util/crypto.hpp"
 
@@ -20,16 +21,6 @@ std::vector<MailAddress> plain_addresses(const std::vector<std::string>& list) {
   std::vector<MailAddress> out;
   for (const auto& a : list) out.push_back({"", a});
   return out;
-}
-
-// The statements a sending connection runs for every chunk are prepared once per database
-// connection (pqxx keeps the definitions per connection and re-registers them after a reconnect;
-// preparing again with the same text is a no-op). Parsing and planning them for every execution
-// took about a third of PostgreSQL's CPU (bench/README.md).
-template <class... Args>
-pqxx::result exec_prepared(pqxx::dbtransaction& tx, const char* name, const char* sql, Args&&... args) {
-  tx.conn().prepare(name, sql);
-  return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 
 // Due rows of a mailbox, oldest first, with what they weigh: the composed bytes, or the bodies

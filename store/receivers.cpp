@@ -8,17 +8,30 @@
 #include "store/audit.hpp"
 #include "store/ingest.hpp"
 #include "store/outbox.hpp"
+#include "store/prepared.hpp"
 #include "store/sql.hpp"
 
 namespace mailgate {
 
 namespace {
 
-constexpr const char* kReceiverColumns =
-    "r.id, r.administration_id, r.address, r.status, r.document_type, r.supplier_name, r.contact_email, a.name, "
-    "r.notify_members, r.require_tls, r.allow_unauthenticated, r.accepted_types, r.max_message_bytes";
+// A receiver with its rules in one statement: the whitelist as two parallel arrays in entry
+// order, and the addresses of the administration's active members when the whitelist has a
+// "verified users" entry.
+#define MAILGATE_RECEIVER_SELECT                                                                                   \
+  "SELECT r.id, r.administration_id, r.address, r.status, r.document_type, r.supplier_name, r.contact_email, a.name, " \
+  "r.notify_members, r.require_tls, r.allow_unauthenticated, r.accepted_types, r.max_message_bytes, "                 \
+  "ARRAY(SELECT w.kind FROM receiver_whitelist w WHERE w.receiver_id = r.id ORDER BY w.id), "                          \
+  "ARRAY(SELECT w.value FROM receiver_whitelist w WHERE w.receiver_id = r.id ORDER BY w.id), "                         \
+  "ARRAY(SELECT lower(u.email) FROM administration_members m JOIN users u ON u.id = m.user_id "                        \
+  "WHERE m.administration_id = r.administration_id AND u.active AND EXISTS (SELECT 1 FROM receiver_whitelist v "       \
+  "WHERE v.receiver_id = r.id AND v.kind = 'verified_users')) "                                                        \
+  "FROM receivers r JOIN administrations a ON a.id = r.administration_id "
+constexpr const char* kReceiverByAddress = MAILGATE_RECEIVER_SELECT "WHERE r.address = lower($1)";
+constexpr const char* kReceiverById = MAILGATE_RECEIVER_SELECT "WHERE r.id = $1";
+#undef MAILGATE_RECEIVER_SELECT
 
-std::optional<Receiver> receiver_from(pqxx::dbtransaction& tx, const pqxx::result& res) {
+std::optional<Receiver> receiver_from(const pqxx::result& res) {
   if (res.empty()) return std::nullopt;
   const auto& row = res[0];
   Receiver r;
@@ -35,16 +48,9 @@ std::optional<Receiver> receiver_from(pqxx::dbtransaction& tx, const pqxx::resul
   r.rules.allow_unauthenticated = row[10].as<bool>();
   r.rules.accepted_types = sql_text_list(row[11]);
   if (!row[12].is_null()) r.rules.max_message_bytes = row[12].as<std::int64_t>();
-  bool verified_users = false;
-  for (const auto& w : tx.exec_params("SELECT kind, value FROM receiver_whitelist WHERE receiver_id = $1 ORDER BY id", r.id)) {
-    r.rules.whitelist.push_back({w[0].as<std::string>(), w[1].as<std::string>()});
-    verified_users = verified_users || w[0].as<std::string>() == "verified_users";
-  }
-  if (verified_users)
-    for (const auto& u : tx.exec_params("SELECT lower(u.email) FROM administration_members m JOIN users u ON u.id = m.user_id "
-                                        "WHERE m.administration_id = $1 AND u.active",
-                                        r.administration_id))
-      r.rules.verified_user_addresses.insert(u[0].as<std::string>());
+  const auto kinds = sql_text_list(row[13]), values = sql_text_list(row[14]);
+  for (std::size_t k = 0; k < kinds.size() && k < values.size(); ++k) r.rules.whitelist.push_back({kinds[k], values[k]});
+  for (auto& a : sql_text_list(row[15])) r.rules.verified_user_addresses.insert(std::move(a));
   return r;
 }
 
@@ -102,15 +108,11 @@ void queue_notifications(pqxx::dbtransaction& tx, const Receiver& r, const Deliv
 }  // namespace
 
 std::optional<Receiver> receiver_find(pqxx::dbtransaction& tx, const std::string& address) {
-  const std::string q = std::string("SELECT ") + kReceiverColumns +
-                        " FROM receivers r JOIN administrations a ON a.id = r.administration_id WHERE r.address = lower($1)";
-  return receiver_from(tx, tx.exec_params(q, address));
+  return receiver_from(exec_prepared(tx, "receiver_by_address", kReceiverByAddress, address));
 }
 
 std::optional<Receiver> receiver_load(pqxx::dbtransaction& tx, std::int64_t id) {
-  const std::string q = std::string("SELECT ") + kReceiverColumns +
-                        " FROM receivers r JOIN administrations a ON a.id = r.administration_id WHERE r.id = $1";
-  return receiver_from(tx, tx.exec_params(q, id));
+  return receiver_from(exec_prepared(tx, "receiver_by_id", kReceiverById, id));
 }
 
 DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int rejections_per_hour) {
@@ -160,12 +162,11 @@ DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int
   in.raw = d.raw;
   in.transport_tls = d.tls;
   in.peer_address = d.peer_address;
+  in.received = InboundMessage::Received{r->id, d.envelope_from, d.authentication_results, d.auth_json};
   LinkPolicy policy;
   policy.own_address = r->address;
   const auto stored = ingest_message(tx, in, d.parsed, policy);
   out.message_id = stored.message_id;
-  tx.exec_params("UPDATE messages SET receiver_id = $2, envelope_from = $3, authentication_results = $4, auth = $5::jsonb WHERE id = $1",
-                 stored.message_id, r->id, d.envelope_from, d.authentication_results, d.auth_json);
   // The first committed latch wins: a concurrent one waits for its row lock, then finds
   // require_tls already on and changes (and audits) nothing.
   const std::string latch = "UPDATE receivers SET require_tls = true, updated_at = now() WHERE id = $1 AND NOT require_tls RETURNING id";
