@@ -167,8 +167,9 @@ class GroupCommit {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      // receiver_deliver() locks its receiver's row: in one order in every batch, so that two
-      // batches running at once never wait for each other in a circle.
+      // receiver_deliver() may lock its receiver (the TLS latch's row lock, the rejection
+      // count's advisory lock): in one order in every batch, so that two batches running at
+      // once never wait for each other in a circle.
       std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a->delivery.receiver_id < b->delivery.receiver_id; });
       auto job = [batch, limit = rejections_per_hour_](pqxx::connection_base& c) {
         pqxx::work tx(c);
