@@ -11,7 +11,7 @@
 //   mailgate_bench_smtp_receive [--messages N] [--size BYTES] [--sessions N] [--modes fresh,reused]
 //                               [--only mailgate,postfix,smtp-sink] [--rounds N] [--tls-messages N]
 //                               [--tls-sessions N] [--no-tls] [--fsync on|off] [--pool-size N]
-//                               [--max-sessions-per-ip N] [--perf] [--pg-statements]
+//                               [--max-sessions-per-ip N] [--dns-ttl SECONDS] [--perf] [--pg-statements]
 //                               [--sql-after-migrate SQL] [--timeout SECONDS] [--keep]
 //
 // smtp-source runs `-s SESSIONS -m N -l SIZE -c`, with -d (mode "reused": each session keeps its
@@ -42,6 +42,9 @@
 //
 // --max-sessions-per-ip sets [smtp_receiver] max_sessions_per_ip (1000 here): at its default of
 // 20, 20 sessions that reconnect after each message get 421 (bench/README.md).
+// --dns-ttl is the TTL of the DNS server's records (300 here, a usual one for SPF and DMARC):
+// mailgated keeps answers that long ([smtp_receiver] dns_cache_entries); 0 sends every question
+// to the server, as without a cache.
 // --rounds N runs everything N times, alternating receivers, and reports the median of each.
 // --keep leaves the work directory (Postfix's, mailgated's configuration and logs, perf data).
 //
@@ -123,6 +126,7 @@ struct Options {
   bool fsync = true;
   int pool_size = 4;  // mailgated's [database] pool_size (config/mailgate.example.toml's default)
   int max_sessions_per_ip = 1000;  // [smtp_receiver]; the default (20) would refuse reconnecting sessions (bench/README.md)
+  int dns_ttl = 300;
   bool perf = false;
   bool pg_statements = false;  // load pg_stat_statements and list the daemon's costliest statements
   std::vector<std::string> sql_after_migrate;  // run on mailgate's fresh database before the daemon starts, in order
@@ -135,7 +139,7 @@ struct Options {
   std::cerr << "usage: mailgate_bench_smtp_receive [--messages N] [--size BYTES] [--sessions N] [--modes fresh,reused]\n"
                "                                   [--only mailgate,postfix,smtp-sink] [--rounds N] [--tls-messages N]\n"
                "                                   [--tls-sessions N] [--no-tls] [--fsync on|off] [--pool-size N]\n"
-               "                                   [--max-sessions-per-ip N] [--perf] [--pg-statements]\n"
+               "                                   [--max-sessions-per-ip N] [--dns-ttl SECONDS] [--perf] [--pg-statements]\n"
                "                                   [--sql-after-migrate SQL] [--timeout SECONDS] [--keep]\n";
   std::exit(2);
 }
@@ -198,6 +202,8 @@ Options parse_options(int argc, char** argv) {
       o.fsync = v == "on";
     } else if (a == "--max-sessions-per-ip") {
       o.max_sessions_per_ip = to_int(value(), a, 1, 100000);
+    } else if (a == "--dns-ttl") {
+      o.dns_ttl = to_int(value(), a, 0, 86400);
     } else if (a == "--pool-size") {
       o.pool_size = to_int(value(), a, 2, 64);
     } else if (a == "--perf") {
@@ -774,7 +780,7 @@ class MailgateReceiver : public Peer {
         dns_(test::DnsZone{{
             {kSenderDomain, "TXT", {"v=spf1 ip4:127.0.0.0/8 -all"}},
             {std::string("_dmarc.") + kSenderDomain, "TXT", {"v=DMARC1; p=reject"}},
-        }, {}, {}}) {
+        }, {}, {}, o.dns_ttl, o.dns_ttl}) {
     dns_pid_ = find_process({"dns_server.py", "--port " + std::to_string(dns_.port())});
   }
   std::string name() const override { return "mailgate"; }

@@ -276,6 +276,7 @@ void read_smtp_receiver(Reader r, SmtpReceiverConfig& c) {
   std::int64_t ms = c.dns_timeout.count();
   r.integer("dns_timeout_ms", ms, 100, 60000);
   c.dns_timeout = std::chrono::milliseconds(ms);
+  r.integer("dns_cache_entries", c.dns_cache_entries, 0, 1000000);
   r.integer("auth_threads", c.auth_threads, 1, 64);
   r.integer("rejections_per_hour", c.rejections_per_hour, 0, 1000);
   for (const auto& a : c.listen)

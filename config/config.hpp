@@ -95,6 +95,7 @@ struct SmtpReceiverConfig {
   int max_sessions_per_ip = 20;                // at once, per client address
   std::vector<std::string> dns_servers;        // for SPF, DKIM and DMARC; "ip" or "ip:port"; empty: /etc/resolv.conf
   std::chrono::milliseconds dns_timeout{5000};
+  std::size_t dns_cache_entries = 10000;      // answers kept for their TTL (at most 1 h); 0: none
   int auth_threads = 4;                        // threads running the (blocking) SPF/DKIM/DMARC checks
   int rejections_per_hour = 5;                 // rejection mails per receiver (its supplier contact) per hour
 };

@@ -569,6 +569,7 @@ void SmtpServer::start() {
   auth::DnsSettings dns;
   dns.servers = impl.cfg.dns_servers;
   dns.timeout = impl.cfg.dns_timeout;
+  dns.cache_entries = impl.cfg.dns_cache_entries;
   impl.checker = std::make_unique<auth::Checker>(dns);
   for (const auto& l : impl.cfg.listen) impl.bind(l);
   for (auto& a : impl.acceptors) asio::co_spawn(impl.io, impl.accept_loop(*a), asio::detached);

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace mailgate::dns {
 
@@ -68,14 +70,77 @@ std::string rcode_text(int rcode) {
 
 }  // namespace
 
+struct Resolver::Cache {
+  struct Entry {
+    Reply reply;
+    Clock::time_point expires;
+  };
+  std::mutex mutex;
+  std::unordered_map<std::string, Entry> entries;  // "name/type"
+};
+
 Resolver::Resolver(Settings settings) : settings_(std::move(settings)) {
   if (settings_.servers.size() > MAXNS) throw std::invalid_argument("dns: at most " + std::to_string(MAXNS) + " servers");
   if (settings_.timeout <= std::chrono::milliseconds(0)) throw std::invalid_argument("dns: the timeout must be positive");
   if (settings_.attempts < 1 || settings_.attempts > 5) throw std::invalid_argument("dns: attempts must be between 1 and 5");
   for (const auto& s : settings_.servers) servers_.push_back(parse_server(s));
+  if (settings_.cache_entries > 0) cache_ = std::make_shared<Cache>();
+}
+
+std::optional<std::uint32_t> reply_ttl(const std::vector<unsigned char>& wire) {
+  ns_msg msg;
+  if (ns_initparse(wire.data(), static_cast<int>(wire.size()), &msg) < 0) return std::nullopt;
+  std::optional<std::uint32_t> ttl;
+  const int answers = ns_msg_count(msg, ns_s_an);
+  for (int i = 0; i < answers; ++i) {
+    ns_rr rr;
+    if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) return std::nullopt;
+    ttl = std::min(ttl.value_or(UINT32_MAX), static_cast<std::uint32_t>(ns_rr_ttl(rr)));
+  }
+  if (answers > 0) return ttl;
+  // Negative (RFC 2308 5): the SOA in the authority section, MINIMUM being its last field.
+  const int authority = ns_msg_count(msg, ns_s_ns);
+  for (int i = 0; i < authority; ++i) {
+    ns_rr rr;
+    if (ns_parserr(&msg, ns_s_ns, i, &rr) < 0) return std::nullopt;
+    if (ns_rr_type(rr) != ns_t_soa || ns_rr_rdlen(rr) < 4) continue;
+    const unsigned char* minimum = ns_rr_rdata(rr) + ns_rr_rdlen(rr) - 4;
+    return std::min(static_cast<std::uint32_t>(ns_rr_ttl(rr)), static_cast<std::uint32_t>(ns_get32(minimum)));
+  }
+  return std::nullopt;
 }
 
 Reply Resolver::query_raw(std::string_view name, int rr_type, Clock::time_point deadline) const {
+  if (!cache_) return ask(name, rr_type, deadline);
+  std::string key;
+  key.reserve(name.size() + 6);
+  for (char c : name) key.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+  while (!key.empty() && key.back() == '.') key.pop_back();
+  key += "/" + std::to_string(rr_type);
+  {
+    std::lock_guard lock(cache_->mutex);
+    if (auto f = cache_->entries.find(key); f != cache_->entries.end()) {
+      if (Clock::now() < f->second.expires) return f->second.reply;
+      cache_->entries.erase(f);
+    }
+  }
+  Reply r = ask(name, rr_type, deadline);
+  if (r.status == Status::temporary || r.wire.empty()) return r;
+  const auto ttl = reply_ttl(r.wire);
+  if (!ttl || *ttl == 0) return r;
+  const auto keep = std::min<std::chrono::seconds>(std::chrono::seconds(*ttl), settings_.cache_max_ttl);
+  const auto now = Clock::now();
+  std::lock_guard lock(cache_->mutex);
+  auto& entries = cache_->entries;
+  if (entries.size() >= settings_.cache_entries) {
+    std::erase_if(entries, [&](const auto& e) { return e.second.expires <= now; });
+    while (entries.size() >= settings_.cache_entries) entries.erase(entries.begin());
+  }
+  entries[key] = Cache::Entry{r, now + keep};
+  return r;
+}
+
+Reply Resolver::ask(std::string_view name, int rr_type, Clock::time_point deadline) const {
   Reply r;
   const auto now = Clock::now();
   if (now >= deadline) {

@@ -16,11 +16,17 @@
 // is temporary, with the reason in `error`. Malformed Settings throw std::invalid_argument from
 // the constructor.
 //
+// Cache: with Settings.cache_entries, a question asked again within the TTL of its answer is
+// answered from memory (names compared without case and trailing dot), also after `deadline`;
+// one cache per Resolver, shared by its copies and safe from any number of threads.
+//
 // Timing: libresolv counts its timeout in whole seconds, so `timeout` is rounded up (at least 1 s);
 // one question waits about `timeout` per server per attempt in the worst case.
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +41,12 @@ struct Settings {
   std::vector<std::string> servers;
   std::chrono::milliseconds timeout{5000};  // per server and attempt
   int attempts = 2;                         // 1..5
+  // Answers kept for their TTL, at most this many (0: none kept): the smallest TTL of the answer
+  // records, or for a negative answer (NXDOMAIN, or no records of the type) the smaller of the
+  // authority SOA's TTL and its MINIMUM (RFC 2308); without an SOA, or with a TTL of 0, nothing is
+  // kept. Never longer than cache_max_ttl. Temporary failures are never kept.
+  std::size_t cache_entries = 0;
+  std::chrono::seconds cache_max_ttl{3600};
 };
 
 enum class Status { ok, nxdomain, temporary };
@@ -78,9 +90,16 @@ class Resolver {
   const Settings& settings() const { return settings_; }
 
  private:
+  Reply ask(std::string_view name, int rr_type, Clock::time_point deadline) const;
+
+  struct Cache;
   Settings settings_;
   std::vector<sockaddr_in> servers_;  // empty: keep what res_ninit read from /etc/resolv.conf
+  std::shared_ptr<Cache> cache_;      // null: nothing kept
 };
+
+// How long a reply may be kept (see Settings::cache_entries), before the cap; nullopt: not at all.
+std::optional<std::uint32_t> reply_ttl(const std::vector<unsigned char>& wire);
 
 // Decodes the records of `rr_type` in the answer section of a reply (see Answer::records);
 // false if the message does not parse.

@@ -579,7 +579,7 @@ struct Checker::Impl {
   std::unique_ptr<DKIM_LIB, DkimLibClose> dkim;
 
   Impl(DnsSettings s, const std::filesystem::path& list)
-      : settings(s), resolver(dns::Settings{s.servers, s.timeout, s.attempts}), psl(list), opendmarc(list.string()) {
+      : settings(s), resolver(dns::Settings{s.servers, s.timeout, s.attempts, s.cache_entries}), psl(list), opendmarc(list.string()) {
     if (s.check_budget <= std::chrono::milliseconds(0)) throw std::invalid_argument("sender_auth: check_budget must be positive");
     dkim.reset(dkim_init(nullptr, nullptr));
     if (!dkim) throw std::runtime_error("libopendkim: dkim_init failed");

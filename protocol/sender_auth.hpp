@@ -41,6 +41,7 @@ struct DnsSettings {
   std::chrono::milliseconds timeout{5000};  // per server and attempt (libresolv: whole seconds)
   int attempts = 2;
   std::chrono::milliseconds check_budget{20000};  // all DNS of one check()
+  std::size_t cache_entries = 0;                   // answers kept for their TTL (dns::Settings)
 };
 
 struct Input {

@@ -455,6 +455,81 @@ TEST_F(SenderAuth, ResolverAnswers) {
   server_->set_zone(*zone_);
 }
 
+// The resolver's cache: an answer is kept for its TTL (copies of a resolver share it), names
+// compared without case or trailing dot; temporary failures, TTL 0 and negative answers without
+// an SOA are not kept.
+TEST(DnsCache, KeepsAnswersForTheirTtlAndNothingElse) {
+  DnsZone zone;
+  zone.records = {{"kept.test", "TXT", {"v=spf1 -all"}}, {"kept.test", "A", {"192.0.2.7"}}};
+  zone.servfail = {"broken.test"};
+  zone.ttl = 2;
+  DnsServer server(zone);
+  dns::Settings settings{{server.address()}, std::chrono::milliseconds(2000), 1};
+  settings.cache_entries = 16;
+  const dns::Resolver r(settings);
+  const dns::Resolver copy = r;
+  auto asked = [&](const std::string& question) {
+    const auto q = server.queries();
+    return std::count(q.begin(), q.end(), question);
+  };
+  for (const auto* who : {&r, &r, &copy})
+    for (const char* name : {"kept.test", "KEPT.Test."}) {
+      const auto a = who->query(name, dns::type::txt);
+      ASSERT_EQ(a.status, dns::Status::ok) << a.error;
+      EXPECT_EQ(a.records, std::vector<std::string>{"v=spf1 -all"});
+    }
+  EXPECT_EQ(server.queries().size(), 1u) << "one question for six askings";
+  EXPECT_EQ(r.query("kept.test", dns::type::a).records, std::vector<std::string>{std::string("\xc0\x00\x02\x07", 4)});
+  EXPECT_EQ(asked("udp kept.test A"), 1) << "another type is another question";
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(r.query("broken.test", dns::type::txt).status, dns::Status::temporary);
+    EXPECT_EQ(r.query("nowhere.test", dns::type::txt).status, dns::Status::nxdomain);
+  }
+  EXPECT_EQ(asked("udp broken.test TXT"), 2) << "a SERVFAIL is not kept";
+  EXPECT_EQ(asked("udp nowhere.test TXT"), 2) << "an NXDOMAIN without an SOA is not kept";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  EXPECT_EQ(r.query("kept.test", dns::type::txt).status, dns::Status::ok);
+  EXPECT_EQ(asked("udp kept.test TXT"), 2) << "asked again once the TTL is over";
+}
+
+TEST(DnsCache, NegativeAnswersByTheSoaZeroTtlsNeverTheCapsHold) {
+  DnsZone zone;
+  zone.records = {{"zero.test", "TXT", {"v=spf1 -all"}}, {"a.test", "TXT", {"a"}}, {"b.test", "TXT", {"b"}}};
+  zone.ttl = 0;
+  zone.negative_ttl = 60;
+  DnsServer server(zone);
+  dns::Settings settings{{server.address()}, std::chrono::milliseconds(2000), 1};
+  settings.cache_entries = 16;
+  const dns::Resolver r(settings);
+  auto asked = [&](const std::string& question) {
+    const auto q = server.queries();
+    return std::count(q.begin(), q.end(), question);
+  };
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(r.query("nowhere.test", dns::type::txt).status, dns::Status::nxdomain);
+    const auto nodata = r.query("zero.test", dns::type::mx);  // the name exists, no MX
+    EXPECT_EQ(nodata.status, dns::Status::ok);
+    EXPECT_TRUE(nodata.records.empty());
+    EXPECT_EQ(r.query("zero.test", dns::type::txt).records, std::vector<std::string>{"v=spf1 -all"});
+  }
+  EXPECT_EQ(asked("udp nowhere.test TXT"), 1) << "NXDOMAIN kept for the SOA's minimum";
+  EXPECT_EQ(asked("udp zero.test MX"), 1) << "no data kept for the SOA's minimum";
+  EXPECT_EQ(asked("udp zero.test TXT"), 2) << "TTL 0 is never kept";
+
+  // At most cache_entries answers, none longer than cache_max_ttl.
+  zone.ttl = 300;
+  server.set_zone(zone);
+  settings.cache_entries = 1;
+  settings.cache_max_ttl = std::chrono::seconds(1);
+  const dns::Resolver small(settings);
+  for (const char* name : {"a.test", "a.test", "b.test", "a.test"}) EXPECT_EQ(small.query(name, dns::type::txt).status, dns::Status::ok);
+  EXPECT_EQ(asked("udp a.test TXT"), 2) << "b.test took a.test's place";
+  EXPECT_EQ(asked("udp b.test TXT"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_EQ(small.query("a.test", dns::type::txt).status, dns::Status::ok);
+  EXPECT_EQ(asked("udp a.test TXT"), 3) << "kept for cache_max_ttl, not the record's 300 s";
+}
+
 // 1000 checks of a DKIM-signed message (SPF, DKIM, DMARC: 3 questions) against the loopback
 // server. Run with --gtest_also_run_disabled_tests --gtest_filter='*Timing*'.
 TEST_F(SenderAuth, DISABLED_Timing) {

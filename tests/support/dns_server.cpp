@@ -41,7 +41,8 @@ void write_zone(const fs::path& file, const DnsZone& zone) {
   boost::json::array servfail, drop;
   for (const auto& n : zone.servfail) servfail.emplace_back(n);
   for (const auto& n : zone.drop) drop.emplace_back(n);
-  const boost::json::object doc{{"records", std::move(records)}, {"servfail", std::move(servfail)}, {"drop", std::move(drop)}};
+  const boost::json::object doc{{"records", std::move(records)}, {"servfail", std::move(servfail)}, {"drop", std::move(drop)},
+                                {"ttl", zone.ttl},          {"negative_ttl", zone.negative_ttl}};
   const fs::path tmp = fs::path(file).concat(".new");
   std::ofstream(tmp) << boost::json::serialize(doc);
   fs::rename(tmp, file);  // a new inode: the server sees the change even within one mtime tick

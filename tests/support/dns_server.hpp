@@ -22,6 +22,8 @@ struct DnsZone {
   std::vector<DnsRecord> records;
   std::vector<std::string> servfail;  // names answered with SERVFAIL
   std::vector<std::string> drop;      // names never answered
+  int ttl = 0;                        // of every record (0: not to be cached)
+  int negative_ttl = 0;               // > 0: negative answers carry an SOA with it (RFC 2308)
 };
 
 class DnsServer {

@@ -6,7 +6,10 @@ Listens on 127.0.0.1:PORT over UDP and TCP and answers from ZONE, a JSON file:
     {"records": [{"name": "example.test", "type": "TXT", "data": ["v=spf1 ", "-all"]},
                  {"name": "mx.example.test", "type": "A", "data": ["192.0.2.1"]}],
      "servfail": ["broken.example.test"],   # answered with SERVFAIL
-     "drop": ["silent.example.test"]}       # never answered
+     "drop": ["silent.example.test"],       # never answered
+     "ttl": 300,                             # of every record (default 0: not to be cached)
+     "negative_ttl": 60}                     # > 0: negative answers carry an SOA with this
+                                             # TTL and MINIMUM (RFC 2308); default 0: no SOA
 
 TXT data are the record's character-strings (longer ones are split at 255 bytes); MX data are
 "PREFERENCE HOST". A name with records answers NOERROR with those of the asked type (a CNAME is
@@ -24,7 +27,7 @@ import struct
 import sys
 import threading
 
-from dnslib import CNAME, EDNS0, MX, PTR, QTYPE, RCODE, RR, TXT, A, AAAA, NS, DNSLabel, DNSRecord
+from dnslib import CNAME, EDNS0, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, AAAA, NS, DNSLabel, DNSRecord
 
 
 class Zone:
@@ -47,6 +50,8 @@ class Zone:
         self.records = records
         self.servfail = {n.lower().rstrip(".") for n in z.get("servfail", [])}
         self.drop = {n.lower().rstrip(".") for n in z.get("drop", [])}
+        self.ttl = int(z.get("ttl", 0))
+        self.negative_ttl = int(z.get("negative_ttl", 0))
         self.stamp = stamp
 
     def rdata(self, rtype, data):
@@ -92,17 +97,24 @@ class Zone:
                     break
                 cnames = [d for t, d in rrs if t == "CNAME"]
                 if cnames and qtype != "CNAME":
-                    reply.add_answer(RR(DNSLabel(name), QTYPE.CNAME, rdata=self.rdata("CNAME", cnames[0]), ttl=300))
+                    reply.add_answer(RR(DNSLabel(name), QTYPE.CNAME, rdata=self.rdata("CNAME", cnames[0]), ttl=self.ttl))
                     name = cnames[0][0].lower().rstrip(".")
                     continue
                 for t, d in rrs:
                     if t == qtype:
-                        reply.add_answer(RR(DNSLabel(name), getattr(QTYPE, t), rdata=self.rdata(t, d), ttl=300))
-                return reply
+                        reply.add_answer(RR(DNSLabel(name), getattr(QTYPE, t), rdata=self.rdata(t, d), ttl=self.ttl))
+                return self.negative(reply)
             exists = name in self.records or any(n.endswith("." + name) for n in self.records)
             if not exists and not reply.rr:
                 reply.header.rcode = RCODE.NXDOMAIN
-            return reply
+            return self.negative(reply)
+
+    def negative(self, reply):
+        """With negative_ttl, a reply without answers gets an SOA in its authority section."""
+        if self.negative_ttl > 0 and not reply.rr:
+            soa = SOA("ns.test", "hostmaster.test", (1, 3600, 600, 86400, self.negative_ttl))
+            reply.add_auth(RR(DNSLabel("test"), QTYPE.SOA, rdata=soa, ttl=self.negative_ttl))
+        return reply
 
 
 class Server:
