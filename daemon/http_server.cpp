@@ -121,6 +121,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
+      socket.set_option(asio::ip::tcp::no_delay(true), ec);  // answers go out when written (no Nagle delay)
       auto conn = std::make_shared<Connection>(std::move(socket));
       {
         std::lock_guard lock(mutex);

@@ -298,6 +298,9 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
         spdlog::warn("event=smtp_accept_failed reason=\"{}\"", ec.message());
         continue;
       }
+      // Replies and TLS records go out when written: with Nagle's algorithm a second small write
+      // (the TLS 1.3 session tickets after the handshake) waited for the client's delayed ACK.
+      socket.set_option(tcp::no_delay(true), ec);
       auto ex = socket.get_executor();
       asio::co_spawn(ex, run_session(std::move(socket)), asio::detached);
     }

@@ -164,6 +164,10 @@ awaitable<void> Connection::connect(std::chrono::milliseconds timeout) {
   auto [cec, endpoint] = co_await asio::async_connect(impl->stream->next_layer(), results, asio::as_tuple(use_awaitable));
   if (cec) impl->failed(cec, "connecting to " + impl->ep.host + ":" + std::to_string(impl->ep.port));
   impl->peer = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  // Commands go out when written, not after the server's delayed ACK of the previous one
+  // (Nagle's algorithm held back a pipelined command and TLS records written back to back).
+  boost::system::error_code nec;
+  impl->stream->next_layer().set_option(tcp::no_delay(true), nec);
   impl->disarm();
   if (impl->ep.security == "tls") co_await impl->handshake(timeout);
 }
