@@ -738,9 +738,9 @@ void print_details(const MailgateRun& mg, const Options& o) {
     const double steady = f.batches > 1 ? (o.messages - f.first_batch_size) / (*f.last_batch - *f.first_batch) : 0;
     double worst = 0;
     for (double g : f.gaps) worst = std::max(worst, g);
-    std::cout << fmt::format("  mailgated log: connected {:.2f} s after the mailbox was created (the supervisor looks for new\n"
-                             "  mailboxes every 2 s); first batch committed after {:.2f} s; {} batches, {:.0f} msgs/s between the\n"
-                             "  first and the last; {:.3f} s per batch on average, {:.3f} s at most.\n",
+    std::cout << fmt::format("  mailgated log: connected {:.2f} s after the mailbox was created; first batch committed after\n"
+                             "  {:.2f} s; {} batches, {:.0f} msgs/s between the first and the last; {:.3f} s per batch on\n"
+                             "  average, {:.3f} s at most.\n",
                              *f.connect - mg.created_at, *f.first_batch - mg.created_at, f.batches, steady,
                              f.gaps.empty() ? 0.0 : (*f.last_batch - *f.first_batch) / f.gaps.size(), worst)
               << std::flush;

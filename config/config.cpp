@@ -173,6 +173,7 @@ class Reader {
 void read_daemon(Reader r, DaemonConfig& c) {
   r.integer("io_threads", c.io_threads, 1, 64);
   r.seconds("shutdown_grace_seconds", c.shutdown_grace, 0, 3600);
+  r.seconds("mailbox_watch_seconds", c.mailbox_watch, 1, 3600);
   r.string("log_level", c.log_level);
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   if (!levels.count(c.log_level))

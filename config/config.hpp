@@ -19,6 +19,9 @@ inline constexpr int kExitConfig = 78;  // EX_CONFIG from sysexits.h
 struct DaemonConfig {
   int io_threads = 2;
   std::chrono::seconds shutdown_grace{10};
+  // How often the inbound supervisors look for mailboxes to start that this daemon's API did not
+  // tell them about (another daemon on the same database, SQL); the API wakes them at once.
+  std::chrono::seconds mailbox_watch{2};
   std::string log_level = "info";
 };
 

@@ -387,7 +387,9 @@ void register_mailbox_routes(Api& api) {
       audit_write(tx, actor, "mailbox", std::to_string(id), "create", changes);
       return after;
     });
-    co_return json_response(201, co_await std::move(op));
+    auto created = co_await std::move(op);
+    if (s.mailboxes_changed) s.mailboxes_changed();  // an active mailbox starts syncing now
+    co_return json_response(201, std::move(created));
   });
 
   api.add("PATCH", "/api/v1/mailboxes/{id}", kAdmin, [&s](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {
@@ -416,7 +418,9 @@ void register_mailbox_routes(Api& api) {
         audit_write(tx, actor, "mailbox", std::to_string(id), after.at("active").as_bool() ? "update" : "deactivate", changes);
       return after;
     });
-    co_return json_response(200, co_await std::move(op));
+    auto updated = co_await std::move(op);
+    if (s.mailboxes_changed) s.mailboxes_changed();  // activated, or switched to another incoming type
+    co_return json_response(200, std::move(updated));
   });
 
   api.add("POST", "/api/v1/mailboxes/{id}/primary", kAdmin, [&s](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {
@@ -446,7 +450,9 @@ void register_mailbox_routes(Api& api) {
                   {{"health", std::string(before.at("health").at("state").as_string()), "ok"}});
       return load_mailbox(tx, id, true);
     });
-    co_return json_response(200, co_await std::move(op));
+    auto reconnected = co_await std::move(op);
+    if (s.mailboxes_changed) s.mailboxes_changed();
+    co_return json_response(200, std::move(reconnected));
   });
 
   api.add("PUT", "/api/v1/mailboxes/{id}/users", kAdmin, [&s](HttpRequest& req, const Principal& p) -> awaitable<HttpResponse> {

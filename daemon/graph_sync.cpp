@@ -39,7 +39,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kWatchInterval = std::chrono::seconds(2);
+constexpr auto kRecheck = std::chrono::seconds(2);  // how often a waiting loop reads its mailbox again (a failed one: for a save or reconnect)
 constexpr int kMaxThrottled = 8;  // throttled answers in a row before a poll gives up (retrying)
 
 constexpr const char* kStateOf = "SELECT user_id, link, round_complete FROM graph_sync_state WHERE mailbox_id = $1";
@@ -164,6 +164,7 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
   asio::steady_timer watch_timer;
   http::Client client;
   std::atomic<bool> stopping{false};
+  bool rescan = false;  // on the watch strand: a wake() came while the watch was not waiting
   std::mutex mutex;
   std::set<std::int64_t> running;
   std::mt19937_64 random{std::random_device{}()};
@@ -189,6 +190,7 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
   awaitable<void> watch() {
     auto self = shared_from_this();
     while (!stopping) {
+      rescan = false;
       try {
         auto op = store_run(s.store, [](pqxx::connection_base& c) {
           std::vector<std::int64_t> ids;
@@ -216,7 +218,8 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
       } catch (const std::exception& e) {
         spdlog::warn("event=graph_watch_failed reason=\"{}\"", e.what());
       }
-      watch_timer.expires_after(kWatchInterval);
+      if (rescan) continue;
+      watch_timer.expires_after(s.config.daemon.mailbox_watch);
       co_await watch_timer.async_wait(asio::as_tuple(asio::use_awaitable));
     }
   }
@@ -270,12 +273,12 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
         spdlog::warn("event=graph_config_failed mailbox={} reason=\"{}\"", id, e.what());
       }
       if (!loaded) {  // (no co_await inside a catch block: C++20)
-        co_await sleep(kWatchInterval);
+        co_await sleep(kRecheck);
         continue;
       }
       if (!cfg.active) break;
       if (cfg.health == "failed") {  // an admin's save or reconnect sets it back to ok
-        co_await sleep(kWatchInterval);
+        co_await sleep(kRecheck);
         continue;
       }
       std::optional<std::string> store_error;
@@ -331,7 +334,7 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
   awaitable<void> wait_for_poll(const Ms365Config& cfg) {
     const auto due = Clock::now() + cfg.poll;
     while (!stopping && Clock::now() < due) {
-      co_await sleep(std::min<Clock::duration>(kWatchInterval, due - Clock::now()));
+      co_await sleep(std::min<Clock::duration>(kRecheck, due - Clock::now()));
       std::optional<Ms365Config> now_cfg;
       try {
         now_cfg = co_await config_of(cfg.id);
@@ -562,6 +565,13 @@ void GraphSupervisor::stop() {
   asio::post(impl_->watch_timer.get_executor(), [impl = impl_] {
     impl->watch_timer.cancel();
     impl->client.close_all();
+  });
+}
+
+void GraphSupervisor::wake() {
+  asio::post(impl_->watch_timer.get_executor(), [impl = impl_] {
+    impl->rescan = true;
+    impl->watch_timer.cancel();
   });
 }
 

@@ -41,6 +41,7 @@ class GraphSupervisor {
   ~GraphSupervisor();
   void start();  // begins watching the mailboxes table; returns at once
   void stop();   // asks every loop to end at its next step
+  void wake();   // looks for mailboxes to start now instead of at the next watch interval
 
  private:
   struct Impl;

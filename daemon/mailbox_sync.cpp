@@ -36,7 +36,7 @@ using asio::awaitable;
 
 namespace {
 
-constexpr auto kWatchInterval = std::chrono::seconds(2);
+constexpr auto kRecheck = std::chrono::seconds(2);  // how often a waiting loop reads its mailbox again (a failed one: for a save or reconnect)
 constexpr auto kIdleRound = std::chrono::seconds(60);  // config changes are noticed between rounds
 constexpr int kParseThreads = 2;
 
@@ -108,6 +108,7 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
   Services& s;
   asio::steady_timer watch_timer;
   std::atomic<bool> stopping{false};
+  bool rescan = false;  // on the watch strand: a wake() came while the watch was not waiting
   std::mutex mutex;
   std::map<std::int64_t, std::shared_ptr<imap::Client>> running;  // mailbox -> its live connection (may be null)
   std::mt19937_64 random{std::random_device{}()};
@@ -129,6 +130,7 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
   awaitable<void> watch() {
     auto self = shared_from_this();
     while (!stopping) {
+      rescan = false;
       try {
         auto op = store_run(s.store, [](pqxx::connection_base& c) {
           std::vector<std::int64_t> ids;
@@ -157,7 +159,8 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
       } catch (const std::exception& e) {
         spdlog::warn("event=mailbox_watch_failed reason=\"{}\"", e.what());
       }
-      watch_timer.expires_after(kWatchInterval);
+      if (rescan) continue;
+      watch_timer.expires_after(s.config.daemon.mailbox_watch);
       co_await watch_timer.async_wait(asio::as_tuple(asio::use_awaitable));
     }
   }
@@ -202,7 +205,7 @@ struct MailboxSupervisor::Impl : std::enable_shared_from_this<MailboxSupervisor:
       }
       if (!cfg.active) break;
       if (cfg.health == "failed") {  // an admin's save or reconnect sets it back to ok
-        co_await sleep(kWatchInterval);
+        co_await sleep(kRecheck);
         continue;
       }
       std::optional<imap::Error> imap_error;
@@ -582,6 +585,13 @@ void MailboxSupervisor::stop() {
   for (auto& [id, client] : impl_->running)
     if (client) asio::post(impl_->io, [client] { client->close(); });
   asio::post(impl_->watch_timer.get_executor(), [impl = impl_] { impl->watch_timer.cancel(); });
+}
+
+void MailboxSupervisor::wake() {
+  asio::post(impl_->watch_timer.get_executor(), [impl = impl_] {
+    impl->rescan = true;
+    impl->watch_timer.cancel();
+  });
 }
 
 }  // namespace mailgate

@@ -100,6 +100,10 @@ int serve(const Config& config) {
   OutboxWorker outbox(io, services);
   SmtpServer smtp(io, services);
   services.outbox_wake = [&outbox] { outbox.wake(); };
+  services.mailboxes_changed = [&mailboxes, &graph_mailboxes] {
+    mailboxes.wake();
+    graph_mailboxes.wake();
+  };
 
   int exit_code = 0;
   auto main_strand = asio::make_strand(io);

@@ -24,6 +24,7 @@ struct Services {
   std::function<void()> outbox_wake;  // something was queued: the outbox worker looks at once
   GraphTokens* graph_tokens = nullptr;  // OAuth2 tokens for Microsoft 365 (daemon/graph_tokens.hpp): Graph in and out, XOAUTH2
   GraphSlots* graph_slots = nullptr;    // each mailbox's concurrent Graph requests, in and out (daemon/graph_slots.hpp)
+  std::function<void()> mailboxes_changed = nullptr;  // a mailbox was saved or reconnected: the inbound supervisors look at once
 };
 
 void register_health_routes(Router& router, Services& services);

@@ -252,6 +252,18 @@ TEST_F(ImapSync, InitialSyncThenIdleDelivery) {
   EXPECT_LT(std::chrono::steady_clock::now() - delivered, 2s) << "a message appended during IDLE is stored within 2 s";
 }
 
+// A mailbox saved through the API starts syncing at once, not at the supervisors' next look for
+// new mailboxes (set to an hour here: a mailbox written only by SQL would wait that long).
+TEST_F(ImapSync, AMailboxSavedThroughTheApiStartsAtOnce) {
+  ASSERT_EQ(api.daemon().stop(SIGTERM, 20s), 0);
+  api.daemon().edit_config("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 10\nmailbox_watch_seconds = 3600");
+  ASSERT_NO_THROW(api.daemon().start());
+  dovecot.add_user("info", "Welkom-1");
+  for (int i = 0; i < 5; ++i) dovecot.deliver("info", "INBOX", message(i));
+  const auto id = add_mailbox("info", "Welkom-1");
+  ASSERT_TRUE(eventually([&] { return messages(id) == 5; }, 30s)) << messages(id) << "\n" << tail(api.daemon().log());
+}
+
 TEST_F(ImapSync, UidValidityChangeResyncsWithoutDuplicates) {
   dovecot.add_user("archief", "Archief-1");
   for (int i = 0; i < 10; ++i) dovecot.deliver("archief", "INBOX", message(i));
