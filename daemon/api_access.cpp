@@ -538,8 +538,7 @@ void register_access_routes(Api& api) {
     auto op = store_transact(s.store, [=](pqxx::work& tx) {
       pqxx::result r;
       try {
-        pqxx::subtransaction sub(tx);
-        r = sub.exec_params(
+        r = tx.exec_params(
             "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor_kind, actor_id, actor_label, "
             "entity, entity_id, action, changes::text FROM audit_log WHERE id > $1 "
             "AND ($2 = '' OR entity = $2) AND ($3 = '' OR entity_id = $3) AND ($4 = '' OR actor_kind = $4) "

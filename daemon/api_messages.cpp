@@ -194,8 +194,7 @@ json::array list_messages(pqxx::work& tx, const ListFilter& f, const Page& page,
                             sql.param(std::to_string(page.limit + 1)) + "::bigint";
   pqxx::result r;
   try {
-    pqxx::subtransaction sub(tx);
-    r = sql_exec(sub, query, sql);
+    r = sql_exec(tx, query, sql);
   } catch (const pqxx::data_exception&) {
     throw ApiError(422, "invalid", "since and until must be ISO 8601 times (2026-11-24T10:00:00Z)", f.since.empty() ? "until" : "since");
   }

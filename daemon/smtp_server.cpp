@@ -172,18 +172,23 @@ class GroupCommit {
       // once never wait for each other in a circle.
       std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a->delivery.receiver_id < b->delivery.receiver_id; });
       auto job = [batch, limit = rejections_per_hour_](pqxx::connection_base& c) {
+        // The savepoints are plain SQL: a libpqxx 6.4 subtransaction whose statements went
+        // through exec_params/exec_prepared (not exec) counts as never begun and does not roll
+        // back to its savepoint, so the batch's next statement found the transaction aborted
+        // and every delivery of the batch was deferred.
         pqxx::work tx(c);
         for (const auto& p : batch) {
           p->error = nullptr;
+          tx.exec("SAVEPOINT delivery");
           try {
-            pqxx::subtransaction sub(tx, "delivery");
-            p->outcome = receiver_deliver(sub, p->delivery, limit);
-            sub.commit();
+            p->outcome = receiver_deliver(tx, p->delivery, limit);
+            tx.exec("RELEASE SAVEPOINT delivery");
           } catch (const pqxx::broken_connection&) {
             throw;
           } catch (const std::exception&) {
-            // This delivery alone failed (its savepoint is rolled back); the others go on.
+            // This delivery alone failed; the others go on.
             p->error = std::current_exception();
+            tx.exec("ROLLBACK TO SAVEPOINT delivery");
           }
         }
         tx.commit();

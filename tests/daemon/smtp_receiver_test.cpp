@@ -20,6 +20,7 @@
 #include <atomic>
 #include <csignal>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -208,6 +209,14 @@ class SmtpReceiver : public ::testing::Test {
     return r;
   }
 
+  // The daemon's log lines about deliveries it deferred.
+  std::string deferrals() {
+    std::string out, line;
+    std::istringstream log(api_.daemon().log());
+    while (std::getline(log, line))
+      if (line.find("event=smtp_deferred") != std::string::npos) out += line + "\n";
+    return out;
+  }
   int count(const std::string& sql) {
     pqxx::connection c(api_.database_url());
     return pqxx::work(c).exec(sql)[0][0].as<int>();
@@ -554,6 +563,46 @@ TEST_F(SmtpReceiver, SigkillDuringDataLosesNothingThatGot250) {
   EXPECT_GE(stored, static_cast<int>(accepted.size()));
   EXPECT_LE(stored, static_cast<int>(accepted.size()) + 20) << "at most one committed-but-unanswered message per sender";
   EXPECT_EQ(tx.exec("SELECT count(*) FROM (SELECT subject FROM messages WHERE source = 'smtp' GROUP BY subject HAVING count(*) > 1) d")[0][0].as<int>(), 0);
+}
+
+// The group commit stores a batch of deliveries in one transaction; one the database refuses (a
+// trigger here) gets 451 alone, and every other delivery of its batch is stored once with 250.
+TEST_F(SmtpReceiver, ADeliveryTheDatabaseRefusesFailsAloneInItsBatch) {
+  const auto address = make_receiver().second;
+  {
+    pqxx::connection c(api_.database_url());
+    pqxx::work tx(c);
+    tx.exec("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.subject LIKE 'weiger%' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$");
+    tx.exec("CREATE TRIGGER test_refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION test_refuse()");
+    tx.commit();
+  }
+  std::mutex mutex;
+  std::map<std::string, std::string> replies;  // subject -> reply to the end of DATA
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 10; ++t)
+    senders.emplace_back([&, t] {
+      for (int i = 0; i < 4; ++i) {
+        const std::string subject = (t % 3 == 0 ? "weiger " : "factuur ") + std::to_string(t) + "-" + std::to_string(i);
+        const std::string r = deliver(address, message("piet@leverancier.test", subject));
+        std::lock_guard lock(mutex);
+        replies[subject] = r;
+      }
+    });
+  for (auto& s : senders) s.join();
+  ASSERT_EQ(replies.size(), 40u);
+  int refused = 0;
+  for (const auto& [subject, reply] : replies) {
+    if (subject.rfind("weiger", 0) == 0) {
+      ++refused;
+      EXPECT_EQ(reply.rfind("451 4.3.0", 0), 0u) << subject << ": " << reply;
+    } else {
+      EXPECT_EQ(reply.rfind("250 ", 0), 0u) << subject << ": " << reply << "\n" << deferrals();
+      EXPECT_EQ(count("SELECT count(*) FROM messages WHERE source = 'smtp' AND subject = '" + subject + "'"), 1) << subject;
+    }
+  }
+  EXPECT_EQ(refused, 16);
+  EXPECT_EQ(count("SELECT count(*) FROM messages WHERE source = 'smtp'"), 24);
 }
 
 TEST(SmtpReceiverDatabase, PostgresStoppedMidSessionDefersAndTheRetryIsStoredOnce) {
