@@ -9,7 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -19,16 +23,34 @@
 
 namespace mailgate::test {
 
+// A port below the kernel's ephemeral range, free when asked (as tools/pg-cluster picks them). A
+// port-0 bind would hand out an ephemeral one, which between this probe and the server's own bind
+// any outgoing connection or port-0 listener of the tests running beside it may take: a server
+// that then fails to start leaves a test talking to whatever got its port. Never the same port
+// twice in one process.
 std::uint16_t free_port() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
+  static std::mutex mutex;
+  static std::set<std::uint16_t> given;
+  static std::mt19937 random{std::random_device{}()};
+  int low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low;
+  low = std::max(low, 10001);
+  std::lock_guard lock(mutex);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto port = static_cast<std::uint16_t>(std::uniform_int_distribution<int>(10000, low - 1)(random));
+    if (given.count(port)) continue;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool free = bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    close(s);
+    if (!free) continue;
+    given.insert(port);
+    return port;
+  }
+  throw std::runtime_error("free_port: no free port below the ephemeral range");
 }
 
 HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
