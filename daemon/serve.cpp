@@ -164,11 +164,13 @@ int serve(const Config& config) {
       co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
     }
     if (stopping) co_return;
-    http.start();
-    spdlog::info("event=listening url=http://{}:{}/", config.http.address, http.port());
+    // The SMTP receiver first: once /healthz answers, every listener is up (its start loads
+    // the public suffix list, which takes a while in a sanitizer build).
     smtp.start();
     for (std::size_t i = 0; i < smtp.ports().size(); ++i)
       spdlog::info("event=smtp_listening listen={} port={}", config.smtp_receiver.listen[i], smtp.ports()[i]);
+    http.start();
+    spdlog::info("event=listening url=http://{}:{}/", config.http.address, http.port());
     sd_notify(0, "READY=1\nSTATUS=serving");
     mailboxes.start();
     graph_mailboxes.start();
