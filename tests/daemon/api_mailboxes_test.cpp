@@ -59,9 +59,12 @@ TEST(MailboxApi, CreateAppliesDefaultsAndNeverReturnsSecrets) {
   EXPECT_EQ(imap_sealed.rfind("v1", 0), 0u) << "sealed with the secrets key";
   EXPECT_EQ(imap_sealed.find("Nieuw-geheim-1"), std::string::npos);
   EXPECT_EQ(smtp_sealed.find(kSmtpSecret), std::string::npos);
-  auto audit = tx.exec("SELECT changes::text FROM audit_log WHERE entity = 'mailbox'");
+  for (const auto& a : tx.exec("SELECT changes::text FROM audit_log WHERE entity = 'mailbox'"))
+    EXPECT_EQ(std::string(a[0].c_str()).find("geheim"), std::string::npos) << a[0].c_str();
+  // The admin's create and update (the daemon audits its own health changes beside them: the
+  // saved mailbox starts syncing at once, against a server that is not there).
+  auto audit = tx.exec("SELECT changes::text FROM audit_log WHERE entity = 'mailbox' AND actor_kind <> 'daemon' ORDER BY id");
   ASSERT_EQ(audit.size(), 2u);
-  for (const auto& a : audit) EXPECT_EQ(std::string(a[0].c_str()).find("geheim"), std::string::npos) << a[0].c_str();
   EXPECT_NE(std::string(audit[1][0].c_str()).find(R"("imap_password": {"new": "***", "old": "***"})"), std::string::npos)
       << audit[1][0].c_str();
 }
