@@ -23,6 +23,14 @@
 
 namespace mailgate::test {
 
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
 // A port below the kernel's ephemeral range, free when asked (as tools/pg-cluster picks them). A
 // port-0 bind would hand out an ephemeral one, which between this probe and the server's own bind
 // any outgoing connection or port-0 listener of the tests running beside it may take: a server
@@ -40,10 +48,7 @@ std::uint16_t free_port() {
     const auto port = static_cast<std::uint16_t>(std::uniform_int_distribution<int>(10000, low - 1)(random));
     if (given.count(port)) continue;
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_in a = loopback(port);
     const bool free = bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     close(s);
     if (!free) continue;
@@ -57,10 +62,7 @@ HttpResult http_request(std::uint16_t port, const std::string& method, const std
                         const std::string& body, const std::string& extra_headers, std::chrono::milliseconds timeout) {
   HttpResult result;
   int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in a = loopback(port);
   if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     close(s);
     return result;

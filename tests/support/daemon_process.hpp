@@ -2,6 +2,7 @@
 // key into a temporary directory, picks a free port, starts it with stderr captured to a file,
 // and waits until /healthz answers.
 #pragma once
+#include <netinet/in.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -26,6 +27,8 @@ HttpResult http_request(std::uint16_t port, const std::string& method, const std
 inline HttpResult http_get(std::uint16_t port, const std::string& target) { return http_request(port, "GET", target); }
 
 std::uint16_t free_port();
+// 127.0.0.1:port, for bind() and connect().
+sockaddr_in loopback(std::uint16_t port);
 
 class DaemonProcess {
  public:

@@ -14,17 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/daemon_process.hpp"
+
 namespace mailgate::test {
 
 namespace {
-
-sockaddr_in loopback(std::uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
 
 void non_blocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
