@@ -117,4 +117,10 @@ asio::awaitable<GraphSlots::Slot> GraphSlots::acquire(std::int64_t mailbox) {
   co_return Slot(this, mailbox);
 }
 
+asio::awaitable<std::optional<GraphSlots::Slot>> GraphSlots::acquire(GraphSlots* slots, std::int64_t mailbox) {
+  if (!slots) co_return std::nullopt;
+  auto take = slots->acquire(mailbox);
+  co_return co_await std::move(take);
+}
+
 }  // namespace mailgate

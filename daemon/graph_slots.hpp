@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -41,6 +42,9 @@ class GraphSlots {
 
   // Waits until the mailbox has a free slot.
   boost::asio::awaitable<Slot> acquire(std::int64_t mailbox);
+  // The same through a pointer that may be null (no count kept: unit tests without one): then
+  // nothing to wait for.
+  static boost::asio::awaitable<std::optional<Slot>> acquire(GraphSlots* slots, std::int64_t mailbox);
 
   int in_use(std::int64_t mailbox) const;  // slots held (tests, metrics)
   int per_mailbox() const { return per_mailbox_; }

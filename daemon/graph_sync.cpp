@@ -369,12 +369,8 @@ struct GraphSupervisor::Impl : std::enable_shared_from_this<GraphSupervisor::Imp
       request.headers.push_back({"Prefer", prefer});
       request.headers.push_back({"Accept", "application/json"});
       // In flight within the mailbox's share of Graph, counted with its sendMail requests.
-      std::optional<GraphSlots::Slot> slot;
-      if (s.graph_slots) {
-        auto take = s.graph_slots->acquire(run->cfg.id);
-        GraphSlots::Slot taken = co_await std::move(take);
-        slot = std::move(taken);
-      }
+      auto take = GraphSlots::acquire(s.graph_slots, run->cfg.id);
+      std::optional<GraphSlots::Slot> slot = co_await std::move(take);
       auto send_op = client.send(std::move(request));
       auto response = co_await std::move(send_op);
       slot.reset();

@@ -308,12 +308,8 @@ class GraphTransport final : public HttpTransport {
       request.headers.push_back({"Content-Type", "text/plain"});
       request.body = body;
       // In flight within the mailbox's share of Graph, counted with its inbound sync's requests.
-      std::optional<GraphSlots::Slot> slot;
-      if (deps_.graph_slots) {
-        auto take = deps_.graph_slots->acquire(settings_.id);
-        GraphSlots::Slot taken = co_await std::move(take);
-        slot = std::move(taken);
-      }
+      auto take = GraphSlots::acquire(deps_.graph_slots, settings_.id);
+      std::optional<GraphSlots::Slot> slot = co_await std::move(take);
       std::optional<http::Response> response;
       std::optional<TransportFailure> failure;
       try {
