@@ -84,5 +84,28 @@ TEST(GraphSlots, CoroutinesDestroyedWhileWaitingOrHoldingLeaveNothingTaken) {
   EXPECT_EQ(counts.done, 1) << "the slot is free again";
 }
 
+// Through a pointer: a count, when there is one, is taken and given back; without one there is
+// nothing to wait for.
+TEST(GraphSlots, ThroughAPointerThatMayBeNull) {
+  GraphSlots slots(1);
+  asio::io_context io;
+  int held_with = -1;
+  bool without = true;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto take = GraphSlots::acquire(&slots, 3);
+        std::optional<GraphSlots::Slot> slot = co_await std::move(take);
+        held_with = slot ? slots.in_use(3) : -1;
+        auto none = GraphSlots::acquire(nullptr, 3);
+        without = (co_await std::move(none)).has_value();
+      },
+      asio::detached);
+  io.run();
+  EXPECT_EQ(held_with, 1);
+  EXPECT_FALSE(without);
+  EXPECT_EQ(slots.in_use(3), 0) << "given back when the coroutine ended";
+}
+
 }  // namespace
 }  // namespace mailgate
