@@ -172,10 +172,35 @@ class GroupCommit {
       // once never wait for each other in a circle.
       std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a->delivery.receiver_id < b->delivery.receiver_id; });
       auto job = [batch, limit = rejections_per_hour_](pqxx::connection_base& c) {
-        // The savepoints are plain SQL: a libpqxx 6.4 subtransaction whose statements went
-        // through exec_params/exec_prepared (not exec) counts as never begun and does not roll
-        // back to its savepoint, so the batch's next statement found the transaction aborted
-        // and every delivery of the batch was deferred.
+        // The whole batch in one go: each receiver loaded once, the messages stored in a fixed
+        // number of statements.
+        std::string why_not;
+        {
+          std::vector<const Delivery*> deliveries;
+          for (const auto& p : batch) deliveries.push_back(&p->delivery);
+          std::optional<std::vector<DeliveryOutcome>> outcomes;
+          pqxx::work tx(c);
+          try {
+            outcomes = receiver_deliver_batch(tx, deliveries, limit);
+          } catch (const pqxx::broken_connection&) {
+            throw;
+          } catch (const std::exception& e) {
+            why_not = e.what();
+          }
+          if (outcomes) {
+            tx.commit();
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+              batch[i]->error = nullptr;
+              batch[i]->outcome = std::move((*outcomes)[i]);
+            }
+            return;
+          }
+        }
+        // The database refused something: again one by one, each delivery under a savepoint, so
+        // that the refused one fails alone. The savepoints are plain SQL: a libpqxx 6.4
+        // subtransaction whose statements went through exec_params/exec_prepared (not exec)
+        // counts as never begun and does not roll back to its savepoint.
+        spdlog::warn("event=smtp_batch_one_by_one messages={} reason=\"{}\"", batch.size(), why_not);
         pqxx::work tx(c);
         for (const auto& p : batch) {
           p->error = nullptr;
@@ -555,9 +580,8 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
                  session_id, ip, queue_id, receiver_id, from, tls, result, outcome.message_id,
                  outcome.rejection_queued ? "queued" : outcome.rejection_skipped.empty() ? "none" : outcome.rejection_skipped, v.reason);
     s.metrics.count("mailgate_smtp_messages_total", "Messages at the end of DATA, by outcome.", "outcome", result);
-    if (outcome.rejection_queued && s.outbox_wake) s.outbox_wake();
+    if ((outcome.rejection_queued || outcome.notifications_queued) && s.outbox_wake) s.outbox_wake();
     if (v.action == ReceiverVerdict::Action::accept) {
-      if (s.outbox_wake) s.outbox_wake();  // notifications
       co_return Reply{250, "2.0.0", "Ok: queued as " + queue_id};
     }
     co_return Reply{v.code, v.enhanced, v.reason};

@@ -46,11 +46,6 @@ constexpr std::size_t kStatementRows = 500;
 
 using Param = std::optional<std::string>;
 
-struct ItemRef {
-  const InboundMessage* in;
-  const ParsedMessage* parsed;
-  const std::vector<std::optional<RawSpan>>* spans;  // may be null
-};
 
 boost::json::array addresses_json(const std::vector<MailAddress>& list) {
   boost::json::array a;
@@ -167,7 +162,7 @@ void add_attachment_row(MultiInsert& q, std::int64_t message_id, std::size_t pos
   q.row(v);
 }
 
-std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vector<ItemRef>& items, const LinkPolicy& policy) {
+std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vector<IngestRef>& items) {
   std::vector<IngestOutcome> out(items.size());
 
   // 1. What is there already: by key, and by content for a resync.
@@ -261,7 +256,7 @@ std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vect
           message_ids.push_back(out[i].message_id);
           keys.push_back(email_match_key(std::get<std::string>(n)));
         }
-      linkable[i] = linkable_addresses(items[i].parsed->linkable_addresses(), policy);
+      linkable[i] = linkable_addresses(items[i].parsed->linkable_addresses(), *items[i].policy);
       wanted.insert(wanted.end(), linkable[i].begin(), linkable[i].end());
     }
     if (!keys.empty()) exec_prepared(tx, "ingest_insert_addresses", kInsertAddresses, sql_id_array(message_ids), sql_text_array(keys));
@@ -272,7 +267,7 @@ std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vect
     std::vector<std::int64_t> link_messages, link_contacts_;
     for (auto i : fresh) {
       if (linkable[i].empty()) continue;
-      out[i].contacts = link_contacts(items[i].parsed->linkable_addresses(), policy, by_address);
+      out[i].contacts = link_contacts(items[i].parsed->linkable_addresses(), *items[i].policy, by_address);
       for (auto contact : out[i].contacts) {
         link_messages.push_back(out[i].message_id);
         link_contacts_.push_back(contact);
@@ -312,15 +307,20 @@ LinkPolicy load_link_policy(pqxx::dbtransaction& tx, std::int64_t mailbox_id) {
 
 IngestOutcome ingest_message(pqxx::dbtransaction& tx, const InboundMessage& in, const ParsedMessage& parsed,
                              const LinkPolicy& policy) {
-  return ingest_batch(tx, {ItemRef{&in, &parsed, nullptr}}, policy).front();
+  return ingest_batch(tx, {IngestRef{&in, &parsed, nullptr, &policy}}).front();
 }
 
 std::vector<IngestOutcome> ingest_messages(pqxx::dbtransaction& tx, const std::vector<IngestItem>& items, const LinkPolicy& policy) {
   if (items.empty()) return {};
-  std::vector<ItemRef> refs;
+  std::vector<IngestRef> refs;
   refs.reserve(items.size());
-  for (const auto& it : items) refs.push_back({&it.in, &it.parsed, &it.attachment_spans});
-  return ingest_batch(tx, refs, policy);
+  for (const auto& it : items) refs.push_back({&it.in, &it.parsed, &it.attachment_spans, &policy});
+  return ingest_batch(tx, refs);
+}
+
+std::vector<IngestOutcome> ingest_messages(pqxx::dbtransaction& tx, const std::vector<IngestRef>& items) {
+  if (items.empty()) return {};
+  return ingest_batch(tx, items);
 }
 
 }  // namespace mailgate

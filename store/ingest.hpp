@@ -83,6 +83,16 @@ struct IngestItem {
 // outcome per item, as ingest_message() would give.
 std::vector<IngestOutcome> ingest_messages(pqxx::dbtransaction& tx, const std::vector<IngestItem>& items, const LinkPolicy& policy);
 
+// The same for items that live elsewhere (the SMTP receiver's deliveries) and may belong to
+// different receivers or mailboxes, each linked under its own policy. Nothing is copied.
+struct IngestRef {
+  const InboundMessage* in;
+  const ParsedMessage* parsed;
+  const std::vector<std::optional<RawSpan>>* spans;  // may be null: every attachment stored decoded
+  const LinkPolicy* policy;
+};
+std::vector<IngestOutcome> ingest_messages(pqxx::dbtransaction& tx, const std::vector<IngestRef>& items);
+
 // The linking policy of a mailbox: its own address and its exclusions.
 LinkPolicy load_link_policy(pqxx::dbtransaction& tx, std::int64_t mailbox_id);
 

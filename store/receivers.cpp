@@ -2,6 +2,8 @@
 // suppliers and members are Dutch organisations) with an English line.
 #include "store/receivers.hpp"
 
+#include <map>
+
 #include <pqxx/pqxx>
 
 #include "rules/address.hpp"
@@ -87,7 +89,7 @@ void queue_rejection(pqxx::dbtransaction& tx, const Receiver& r, const Delivery&
   outbox_queue(tx, m, domain_part(r.address));
 }
 
-void queue_notifications(pqxx::dbtransaction& tx, const Receiver& r, const Delivery& d, std::int64_t message_id) {
+int queue_notifications(pqxx::dbtransaction& tx, const Receiver& r, const Delivery& d, std::int64_t message_id) {
   auto members = tx.exec_params(
       "SELECT u.email FROM administration_members m JOIN users u ON u.id = m.user_id WHERE m.administration_id = $1 AND u.active "
       "ORDER BY u.id",
@@ -103,6 +105,7 @@ void queue_notifications(pqxx::dbtransaction& tx, const Receiver& r, const Deliv
                   "\nBericht " + std::to_string(message_id) + " in mailgate.\n";
     outbox_queue(tx, m, domain_part(r.address));
   }
+  return static_cast<int>(members.size());
 }
 
 }  // namespace
@@ -115,67 +118,128 @@ std::optional<Receiver> receiver_load(pqxx::dbtransaction& tx, std::int64_t id) 
   return receiver_from(exec_prepared(tx, "receiver_by_id", kReceiverById, id));
 }
 
-DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int rejections_per_hour) {
-  DeliveryOutcome out;
-  // No lock on the receiver for a delivery: deliveries of one receiver commit side by side. The
-  // two things that must not race take their own: the rejection count an advisory lock (only on
-  // the rejection path), the TLS latch the row lock of its conditional UPDATE.
-  const auto r = receiver_load(tx, d.receiver_id);
-  if (!r || r->status != "active") {
-    out.receiver_gone = true;
-    out.verdict.action = ReceiverVerdict::Action::reject_not_whitelisted;
-    out.verdict.code = 550;
-    out.verdict.enhanced = "5.1.1";
-    out.verdict.reason = "no such mailbox here";
-    return out;
-  }
-  out.verdict = judge_received_message(r->rules, d.facts);
-  using Action = ReceiverVerdict::Action;
-  if (out.verdict.action == Action::reject_rule) {
-    RejectionFacts f;
-    f.envelope_from = d.envelope_from;
-    f.auto_submitted = d.parsed.auto_submitted;
-    f.precedence = d.precedence;
-    f.list_headers = d.list_headers;
-    f.limit_per_hour = rejections_per_hour;
-    // One rejection decision per receiver at a time; under READ COMMITTED the count below, a
-    // new statement, sees what the previous holder committed.
-    tx.exec_params("SELECT pg_advisory_xact_lock(hashtext('receiver_rejection'), $1::integer)", static_cast<int>(r->id));
-    f.sent_last_hour = tx.exec_params1("SELECT count(*) FROM outbox WHERE kind = 'receiver_rejection' AND cause_id = $1 "
-                                       "AND created_at > now() - interval '1 hour'",
-                                       std::to_string(r->id))[0]
-                           .as<int>();
-    const auto decision = rejection_allowed(f);
-    if (decision.send) {
-      queue_rejection(tx, *r, d, out.verdict.reason);
-      out.rejection_queued = true;
-    } else {
-      out.rejection_skipped = decision.why_not;
-    }
-    return out;
-  }
-  if (out.verdict.action != Action::accept) return out;
+namespace {
 
+DeliveryOutcome gone() {
+  DeliveryOutcome out;
+  out.receiver_gone = true;
+  out.verdict.action = ReceiverVerdict::Action::reject_not_whitelisted;
+  out.verdict.code = 550;
+  out.verdict.enhanced = "5.1.1";
+  out.verdict.reason = "no such mailbox here";
+  return out;
+}
+
+// The verdict on `d` for the active receiver `r`; a rejection mail decided on and queued. An
+// accepted delivery is left to the caller to store.
+DeliveryOutcome judge(pqxx::dbtransaction& tx, const Receiver& r, const Delivery& d, int rejections_per_hour) {
+  DeliveryOutcome out;
+  out.verdict = judge_received_message(r.rules, d.facts);
+  if (out.verdict.action != ReceiverVerdict::Action::reject_rule) return out;
+  RejectionFacts f;
+  f.envelope_from = d.envelope_from;
+  f.auto_submitted = d.parsed.auto_submitted;
+  f.precedence = d.precedence;
+  f.list_headers = d.list_headers;
+  f.limit_per_hour = rejections_per_hour;
+  // One rejection decision per receiver at a time; under READ COMMITTED the count below, a
+  // new statement, sees what the previous holder committed.
+  tx.exec_params("SELECT pg_advisory_xact_lock(hashtext('receiver_rejection'), $1::integer)", static_cast<int>(r.id));
+  f.sent_last_hour = tx.exec_params1("SELECT count(*) FROM outbox WHERE kind = 'receiver_rejection' AND cause_id = $1 "
+                                     "AND created_at > now() - interval '1 hour'",
+                                     std::to_string(r.id))[0]
+                         .as<int>();
+  const auto decision = rejection_allowed(f);
+  if (decision.send) {
+    queue_rejection(tx, r, d, out.verdict.reason);
+    out.rejection_queued = true;
+  } else {
+    out.rejection_skipped = decision.why_not;
+  }
+  return out;
+}
+
+InboundMessage inbound_of(const Receiver& r, const Delivery& d) {
   InboundMessage in;
   in.source = "smtp";
   in.source_key = d.queue_id;
   in.raw = d.raw;
   in.transport_tls = d.tls;
   in.peer_address = d.peer_address;
-  in.received = InboundMessage::Received{r->id, d.envelope_from, d.authentication_results, d.auth_json};
+  in.received = InboundMessage::Received{r.id, d.envelope_from, d.authentication_results, d.auth_json};
+  return in;
+}
+
+LinkPolicy policy_of(const Receiver& r) {
   LinkPolicy policy;
-  policy.own_address = r->address;
-  const auto stored = ingest_message(tx, in, d.parsed, policy);
-  out.message_id = stored.message_id;
+  policy.own_address = r.address;
+  return policy;
+}
+
+// What follows the storing of an accepted delivery: the TLS latch and the members' notifications.
+void after_accept(pqxx::dbtransaction& tx, const Receiver& r, const Delivery& d, DeliveryOutcome& out) {
   // The first committed latch wins: a concurrent one waits for its row lock, then finds
   // require_tls already on and changes (and audits) nothing.
   const std::string latch = "UPDATE receivers SET require_tls = true, updated_at = now() WHERE id = $1 AND NOT require_tls RETURNING id";
-  if (out.verdict.latch_tls && !tx.exec_params(latch, r->id).empty()) {
-    audit_write(tx, Actor{"daemon", std::nullopt, "smtp receiver"}, "receiver", std::to_string(r->id), "update",
+  if (out.verdict.latch_tls && !tx.exec_params(latch, r.id).empty()) {
+    audit_write(tx, Actor{"daemon", std::nullopt, "smtp receiver"}, "receiver", std::to_string(r.id), "update",
                 {{"require_tls", "false", "true"},
-                 {"reason", std::nullopt, "first accepted delivery over TLS (message " + std::to_string(stored.message_id) + ")"}});
+                 {"reason", std::nullopt, "first accepted delivery over TLS (message " + std::to_string(out.message_id) + ")"}});
   }
-  if (r->notify_members) queue_notifications(tx, *r, d, stored.message_id);
+  if (r.notify_members) out.notifications_queued = queue_notifications(tx, r, d, out.message_id);
+}
+
+}  // namespace
+
+DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int rejections_per_hour) {
+  // No lock on the receiver for a delivery: deliveries of one receiver commit side by side. The
+  // two things that must not race take their own: the rejection count an advisory lock (only on
+  // the rejection path), the TLS latch the row lock of its conditional UPDATE.
+  const auto r = receiver_load(tx, d.receiver_id);
+  if (!r || r->status != "active") return gone();
+  DeliveryOutcome out = judge(tx, *r, d, rejections_per_hour);
+  if (out.verdict.action != ReceiverVerdict::Action::accept) return out;
+  const auto in = inbound_of(*r, d);
+  const auto policy = policy_of(*r);
+  out.message_id = ingest_message(tx, in, d.parsed, policy).message_id;
+  after_accept(tx, *r, d, out);
+  return out;
+}
+
+std::vector<DeliveryOutcome> receiver_deliver_batch(pqxx::dbtransaction& tx, const std::vector<const Delivery*>& batch,
+                                                    int rejections_per_hour) {
+  std::vector<DeliveryOutcome> out(batch.size());
+  std::map<std::int64_t, std::optional<Receiver>> receivers;  // each loaded once
+  std::map<std::int64_t, LinkPolicy> policies;
+  std::vector<std::size_t> accepted;
+  std::vector<InboundMessage> ins;
+  ins.reserve(batch.size());  // never moved: the refs below point into it
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const Delivery& d = *batch[i];
+    auto found = receivers.find(d.receiver_id);
+    if (found == receivers.end()) found = receivers.emplace(d.receiver_id, receiver_load(tx, d.receiver_id)).first;
+    auto& r = found->second;
+    if (!r || r->status != "active") {
+      out[i] = gone();
+      continue;
+    }
+    out[i] = judge(tx, *r, d, rejections_per_hour);
+    if (out[i].verdict.action != ReceiverVerdict::Action::accept) continue;
+    // What the next delivery's own load would find once this one latched (after_accept below).
+    if (out[i].verdict.latch_tls) r->rules.require_tls = true;
+    accepted.push_back(i);
+    ins.push_back(inbound_of(*r, d));
+    policies.try_emplace(r->id, policy_of(*r));
+  }
+  std::vector<IngestRef> refs;
+  for (std::size_t k = 0; k < accepted.size(); ++k)
+    refs.push_back({&ins[k], &batch[accepted[k]]->parsed, nullptr, &policies.at(batch[accepted[k]]->receiver_id)});
+  const auto stored = ingest_messages(tx, refs);
+  for (std::size_t k = 0; k < accepted.size(); ++k) {
+    const auto i = accepted[k];
+    out[i].message_id = stored[k].message_id;
+    after_accept(tx, *receivers.at(batch[i]->receiver_id), *batch[i], out[i]);
+  }
   return out;
 }
 

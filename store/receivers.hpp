@@ -60,9 +60,18 @@ struct DeliveryOutcome {
   bool rejection_queued = false;
   std::string rejection_skipped;   // why no rejection mail went out
   bool receiver_gone = false;      // deactivated meanwhile: answered like an unknown address
+  int notifications_queued = 0;    // mails to the organisation's members about this message
 };
 
 DeliveryOutcome receiver_deliver(pqxx::dbtransaction& tx, const Delivery& d, int rejections_per_hour);
+
+// The same for a batch, in order, with the outcomes receiver_deliver() would give one after the
+// other in one transaction: each receiver loaded once, the accepted messages stored together
+// (ingest_messages: a fixed number of statements for the batch), no savepoints. Any database
+// error throws, and the transaction is then unusable: the caller starts again one by one, each
+// delivery under its own savepoint, so that a delivery the database refuses fails alone.
+std::vector<DeliveryOutcome> receiver_deliver_batch(pqxx::dbtransaction& tx, const std::vector<const Delivery*>& batch,
+                                                    int rejections_per_hour);
 
 // Queues the invitation to the supplier contact; returns the outbox id.
 std::int64_t receiver_queue_invitation(pqxx::dbtransaction& tx, const Receiver& r);
