@@ -43,6 +43,10 @@ constexpr const char* kInsertLinks =
 // server holds a statement's parameters whole while it runs.
 constexpr std::size_t kStatementBytes = 32 << 20;
 constexpr std::size_t kStatementRows = 500;
+// Multi-row INSERTs of up to this many rows are prepared, one statement per row count: the SMTP
+// receiver's group commit (at most 64 deliveries) and the outbox's sent copies. Parsing and
+// planning a 4-row INSERT cost more than running it.
+constexpr std::size_t kPreparedRows = 64;
 
 using Param = std::optional<std::string>;
 
@@ -71,16 +75,19 @@ class MultiInsert {
   std::size_t rows() const { return rows_.size(); }
   bool full() const { return bytes_ >= kStatementBytes || rows_.size() >= kStatementRows; }
 
-  // `one_row_name`: the name under which the statement is prepared when it has one row (the
-  // caller builds every row with the same text, so one row is always one statement).
-  pqxx::result exec(pqxx::dbtransaction& tx, const std::string& tail = "", const char* one_row_name = nullptr) {
+  // `prepared_as`: the statement is prepared under that name and its row count when it has at
+  // most kPreparedRows rows (the caller builds every row with the same text, so n rows are always
+  // one statement). Larger ones (an IMAP batch) are planned once for many rows anyway, and are
+  // not kept in every connection.
+  pqxx::result exec(pqxx::dbtransaction& tx, const std::string& tail = "", const char* prepared_as = nullptr) {
     std::string sql = head_;
     for (std::size_t i = 0; i < rows_.size(); ++i) sql += (i ? ", " : " ") + renumber(rows_[i]);
     sql += tail;
     auto text = pqxx::prepare::make_dynamic_params(text_);
     auto binary = pqxx::prepare::make_dynamic_params(binary_);
-    auto r = one_row_name && rows_.size() == 1 ? exec_prepared(tx, one_row_name, sql.c_str(), text, binary)
-                                               : tx.exec_params(sql, text, binary);
+    auto r = prepared_as && rows_.size() <= kPreparedRows
+                 ? exec_prepared(tx, std::string(prepared_as) + "_" + std::to_string(rows_.size()), sql, text, binary)
+                 : tx.exec_params(sql, text, binary);
     text_.clear();
     binary_.clear();
     rows_.clear();
@@ -171,6 +178,7 @@ std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vect
     std::map<std::pair<std::int64_t, std::string>, std::vector<std::string>> groups;  // (mailbox or 0, source) -> keys
     std::map<std::pair<std::int64_t, std::string>, std::optional<std::int64_t>> mailbox_of;
     for (const auto& it : items) {
+      if (it.in->new_key) continue;
       groups[{it.in->mailbox_id.value_or(0), it.in->source}].push_back(it.in->source_key);
       mailbox_of[{it.in->mailbox_id.value_or(0), it.in->source}] = it.in->mailbox_id;
     }
@@ -221,7 +229,7 @@ std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vect
     std::map<Key, std::int64_t> ids;
     MultiInsert q(kMessageColumns);
     auto flush = [&] {
-      for (const auto& r : q.exec(tx, " RETURNING id, coalesce(mailbox_id, 0), source, source_key", "ingest_message_row"))
+      for (const auto& r : q.exec(tx, " RETURNING id, coalesce(mailbox_id, 0), source, source_key", "ingest_message_rows"))
         ids[{r[1].as<std::int64_t>(), r[2].as<std::string>(), r[3].as<std::string>()}] = r[0].as<std::int64_t>();
     };
     for (auto i : fresh) {

@@ -46,6 +46,9 @@ struct InboundMessage {
   std::optional<bool> transport_tls;
   std::string peer_address;
   bool dedupe_by_content = false;
+  // The source_key was made for this message just now (the SMTP receiver's queue id): it cannot
+  // be stored yet, so it is not looked up. The unique index still refuses it if it were.
+  bool new_key = false;
   // Mail a trusted receiver took: which receiver, and what sender authentication found.
   struct Received {
     std::int64_t receiver_id = 0;

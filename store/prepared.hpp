@@ -4,6 +4,7 @@
 // belongs to one text). Parsing and planning for every execution took about a third of
 // PostgreSQL's CPU in the outbox and receiver benchmarks (bench/README.md).
 #pragma once
+#include <string>
 #include <utility>
 
 #include <pqxx/pqxx>
@@ -11,7 +12,7 @@
 namespace mailgate {
 
 template <class... Args>
-pqxx::result exec_prepared(pqxx::transaction_base& tx, const char* name, const char* sql, Args&&... args) {
+pqxx::result exec_prepared(pqxx::transaction_base& tx, const std::string& name, const std::string& sql, Args&&... args) {
   tx.conn().prepare(name, sql);
   return tx.exec_prepared(name, std::forward<Args>(args)...);
 }

@@ -163,6 +163,7 @@ InboundMessage inbound_of(const Receiver& r, const Delivery& d) {
   InboundMessage in;
   in.source = "smtp";
   in.source_key = d.queue_id;
+  in.new_key = true;
   in.raw = d.raw;
   in.transport_tls = d.tls;
   in.peer_address = d.peer_address;
