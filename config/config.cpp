@@ -279,6 +279,7 @@ void read_smtp_receiver(Reader r, SmtpReceiverConfig& c) {
   c.dns_timeout = std::chrono::milliseconds(ms);
   r.integer("dns_cache_entries", c.dns_cache_entries, 0, 1000000);
   r.integer("auth_threads", c.auth_threads, 1, 64);
+  r.integer("commit_transactions", c.commit_transactions, 1, 16);
   r.integer("rejections_per_hour", c.rejections_per_hour, 0, 1000);
   for (const auto& a : c.listen)
     if (!valid_listen_address(a)) r.invalid("listen", fmt::format("\"{}\" is not host:port", a));

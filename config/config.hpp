@@ -101,6 +101,7 @@ struct SmtpReceiverConfig {
   std::size_t dns_cache_entries = 10000;      // answers kept for their TTL (at most 1 h); 0: none
   int auth_threads = 4;                        // threads running the (blocking) SPF/DKIM/DMARC checks
   int rejections_per_hour = 5;                 // rejection mails per receiver (its supplier contact) per hour
+  int commit_transactions = 1;                 // the group commit's transactions in flight at once
 };
 
 // Outgoing HTTPS (protocol/http_client: Mailgun's API, Microsoft Graph, the token endpoint).

@@ -249,7 +249,7 @@ class GroupCommit {
 struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
   Impl(asio::io_context& io, Services& s)
       : io(io), s(s), cfg(s.config.smtp_receiver), pool(static_cast<std::size_t>(cfg.auth_threads)),
-        commit(io, s.store, cfg.rejections_per_hour, std::max(1, s.config.database.pool_size / 2)) {
+        commit(io, s.store, cfg.rejections_per_hour, cfg.commit_transactions) {
     hostname = cfg.hostname;
     if (hostname.empty()) {
       char buf[256] = {};

@@ -8,8 +8,9 @@
 // - End of DATA: the message is parsed (GMime) and its sender authenticated (SPF, DKIM, DMARC:
 //   protocol/sender_auth) on a small thread pool; then receiver_deliver() judges and stores it.
 //   Deliveries of all sessions are committed together (group commit): while one transaction
-//   runs, the next ones queue, and each commit carries every delivery that waited, each under its
-//   own savepoint. 250 is written only after the commit; when the database is unavailable the
+//   runs (`commit_transactions`), the next ones queue, and each commit carries every delivery
+//   that waited (receiver_deliver_batch; one by one under savepoints when the database refuses
+//   one, so that it fails alone). 250 is written only after the commit; when the database is unavailable the
 //   client gets 451 4.3.0 and nothing was stored, so its retry is stored once.
 // - Limits: sessions in total and per client address (421 4.7.0 beyond them), command and data
 //   timeouts (421 4.4.2), line length, recipients and size (protocol/smtp_session).
