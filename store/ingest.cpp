@@ -35,6 +35,11 @@ constexpr const char* kContactsByAddress =
     "SELECT e.email_match_key, e.contact_id FROM contact_emails e WHERE e.email_match_key = ANY($1::text[])";
 constexpr const char* kInsertAddresses =
     "INSERT INTO message_addresses (message_id, match_key) SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING";
+// Both in one round trip: a data-modifying WITH runs whether or not the query reads it.
+constexpr const char* kInsertAddressesFindContacts =
+    "WITH inserted AS (INSERT INTO message_addresses (message_id, match_key) SELECT * FROM unnest($1::bigint[], $2::text[]) "
+    "ON CONFLICT DO NOTHING) "
+    "SELECT e.email_match_key, e.contact_id FROM contact_emails e WHERE e.email_match_key = ANY($3::text[])";
 constexpr const char* kInsertLinks =
     "INSERT INTO message_contacts (message_id, contact_id, linked_by) SELECT m, c, 'auto' FROM unnest($1::bigint[], $2::bigint[]) "
     "AS l(m, c) ON CONFLICT DO NOTHING";
@@ -267,11 +272,16 @@ std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vect
       linkable[i] = linkable_addresses(items[i].parsed->linkable_addresses(), *items[i].policy);
       wanted.insert(wanted.end(), linkable[i].begin(), linkable[i].end());
     }
-    if (!keys.empty()) exec_prepared(tx, "ingest_insert_addresses", kInsertAddresses, sql_id_array(message_ids), sql_text_array(keys));
     std::map<std::string, std::set<std::int64_t>> by_address;
-    if (!wanted.empty())
-      for (const auto& r : exec_prepared(tx, "ingest_contacts_by_address", kContactsByAddress, sql_text_array(wanted)))
-        by_address[r[0].as<std::string>()].insert(r[1].as<std::int64_t>());
+    pqxx::result contacts;
+    if (!keys.empty() && !wanted.empty())
+      contacts = exec_prepared(tx, "ingest_insert_addresses_find_contacts", kInsertAddressesFindContacts, sql_id_array(message_ids),
+                               sql_text_array(keys), sql_text_array(wanted));
+    else if (!keys.empty())
+      exec_prepared(tx, "ingest_insert_addresses", kInsertAddresses, sql_id_array(message_ids), sql_text_array(keys));
+    else if (!wanted.empty())
+      contacts = exec_prepared(tx, "ingest_contacts_by_address", kContactsByAddress, sql_text_array(wanted));
+    for (const auto& r : contacts) by_address[r[0].as<std::string>()].insert(r[1].as<std::int64_t>());
     std::vector<std::int64_t> link_messages, link_contacts_;
     for (auto i : fresh) {
       if (linkable[i].empty()) continue;
