@@ -134,7 +134,7 @@ Key key_of(const InboundMessage& in) { return {in.mailbox_id.value_or(0), in.sou
 constexpr const char* kMessageColumns =
     "INSERT INTO messages (mailbox_id, source, source_key, folder, raw, raw_sha256, raw_size, header_message_id, sent_at, subject, "
     "from_name, from_address, addresses, text_body, html_body, parse_warnings, transport_tls, peer_address, receiver_id, "
-    "envelope_from, authentication_results, auth) VALUES";
+    "envelope_from, authentication_results, auth, status) VALUES";
 
 void add_message_row(MultiInsert& q, const InboundMessage& in, const ParsedMessage& p) {
   boost::json::object addresses{{"from", addresses_json(p.from)},         {"sender", addresses_json(p.sender)},
@@ -153,7 +153,8 @@ void add_message_row(MultiInsert& q, const InboundMessage& in, const ParsedMessa
   // Parameters whether set or not: a one-row INSERT has one text, so it can be prepared.
   const auto& r = in.received;
   v += q.text(r ? Param(str(r->receiver_id)) : std::nullopt) + "::bigint, " + q.text(r ? Param(r->envelope_from) : std::nullopt) + ", ";
-  v += q.text(r ? Param(r->authentication_results) : std::nullopt) + ", " + q.text(r ? Param(r->auth_json) : std::nullopt) + "::jsonb)";
+  v += q.text(r ? Param(r->authentication_results) : std::nullopt) + ", " + q.text(r ? Param(r->auth_json) : std::nullopt) + "::jsonb, ";
+  v += q.text(in.read ? "read" : "unread") + ")";
   q.row(v);
 }
 

@@ -49,6 +49,7 @@ struct InboundMessage {
   // The source_key was made for this message just now (the SMTP receiver's queue id): it cannot
   // be stored yet, so it is not looked up. The unique index still refuses it if it were.
   bool new_key = false;
+  bool read = false;  // stored as read: a sent copy (nobody needs to be told about mail the mailbox sent)
   // Mail a trusted receiver took: which receiver, and what sender authentication found.
   struct Received {
     std::int64_t receiver_id = 0;

@@ -54,9 +54,6 @@ constexpr const char* kMarkSent =
     "UPDATE outbox o SET state = 'sent', sent_at = now(), lease_until = NULL, last_error = NULL, failed_step = NULL, "
     "refused = v.refused::jsonb, sent_message_id = v.copy, updated_at = now() "
     "FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS v(id, refused, copy) WHERE o.id = v.id";
-// A sent copy is read: nobody needs to be told about mail the mailbox sent itself.
-constexpr const char* kCopiesRead =
-    "UPDATE messages SET status = 'read' WHERE id = ANY($1::bigint[]) AND source = 'sent' AND status <> 'read'";
 // Backoff: base * 2^(attempts-1), at most an hour, but never sooner than the server's
 // Retry-After ($7 seconds); 'failed' once the next try would be past max_age.
 constexpr const char* kMarkFailed =
@@ -232,6 +229,7 @@ std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxO
         item.in.source_key = "outbox:" + std::to_string(s->id);
         item.in.raw = *s->raw;
         item.in.folder = "sent";
+        item.in.read = true;
         item.parsed = s->parsed;
         item.attachment_spans = s->attachment_spans;
         items.push_back(std::move(item));
@@ -249,7 +247,6 @@ std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxO
     if (!sent_ids.empty()) {
       const std::string sent_list = sql_id_array(sent_ids), copy_list = sql_id_array(copies), refused_list = sql_text_array(refused_lists);
       exec_prepared(tx, "outbox_mark_sent", kMarkSent, sent_list, refused_list, copy_list);
-      exec_prepared(tx, "outbox_copies_read", kCopiesRead, copy_list);
     }
   }
   for (const auto& f : outcomes.failed) outbox_mark_failed(tx, f.id, f.permanent, f.step, f.reason, retry_base, max_age, f.not_before);
