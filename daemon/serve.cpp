@@ -32,6 +32,7 @@
 #include "daemon/serve.hpp"
 #include "daemon/services.hpp"
 #include "daemon/smtp_server.hpp"
+#include "store/listener.hpp"
 #include "store/messages.hpp"
 #include "store/migrate.hpp"
 #include "store/run.hpp"
@@ -100,6 +101,8 @@ int serve(const Config& config) {
   OutboxWorker outbox(io, services);
   SmtpServer smtp(io, services);
   services.outbox_wake = [&outbox] { outbox.wake(); };
+  // Rows that others queue (another daemon, a script): at once, not at the next poll.
+  StoreListener outbox_listener(config.database, "mailgate_outbox", [&outbox] { outbox.wake(); });
   services.mailboxes_changed = [&mailboxes, &graph_mailboxes] {
     mailboxes.wake();
     graph_mailboxes.wake();

@@ -39,10 +39,10 @@ const char* kPassword = "Smtp \"wacht\" \\ é";
 class Outbox : public ::testing::Test {
  protected:
   explicit Outbox(test::PySmtpOptions options = {.tls = true, .require_tls = true, .user = "info@coop.nl", .password = kPassword},
-                  const std::string& extra = "")
+                  const std::string& extra = "", int poll_ms = 100)
       : server(options),
         api("[security]\nallow_private_hosts = true\n[tls]\nca_file = \"" + server.ca_file().string() +
-            "\"\n[outbox]\npoll_interval_ms = 100\nretry_base_seconds = 1\nlease_seconds = 5\ncommand_timeout_seconds = 5\nhelo_name = \"mailgate.test\"\n" +
+            "\"\n[outbox]\npoll_interval_ms = " + std::to_string(poll_ms) + "\nretry_base_seconds = 1\nlease_seconds = 5\ncommand_timeout_seconds = 5\nhelo_name = \"mailgate.test\"\n" +
             extra) {
     json::object m{{"display_name", "Coöperatie Zon"}, {"address", "info@coop.nl"}, {"incoming_type", "none"},
                    {"smtp_host", "127.0.0.1"}, {"smtp_port", server.port()}, {"smtp_security", options.tls ? "starttls" : "plain"},
@@ -285,7 +285,7 @@ TEST_F(OutboxFailures, TransientIsRetriedPermanentFailsWithTheReply) {
 
 class OutboxPlain : public Outbox {
  protected:
-  OutboxPlain() : Outbox({}, "") {}
+  explicit OutboxPlain(int poll_ms = 100) : Outbox({}, "", poll_ms) {}
   // n rows queued in one transaction, as a mailing queues them.
   void queue_rows(int n, const std::string& tag) {
     pqxx::connection c(api.database_url());
@@ -394,6 +394,22 @@ TEST_F(OutboxPlain, PerMinuteLimitHoldsTheRest) {
   std::this_thread::sleep_for(2s);
   EXPECT_EQ(server.received().size(), 5u) << "the other three wait for the next minute";
   EXPECT_EQ(count("SELECT count(*) FROM outbox WHERE state = 'sent'"), 5);
+}
+
+// Rows another process queues (a second daemon, a script) wake the outbox at their commit
+// (store/listener, migration 0014), not at the next poll, which is a minute here.
+class OutboxSlowPoll : public OutboxPlain {
+ protected:
+  OutboxSlowPoll() : OutboxPlain(60000) {}
+};
+
+TEST_F(OutboxSlowPoll, RowsQueuedByAnotherProcessAreSentAtOnce) {
+  std::this_thread::sleep_for(1s);  // the worker's first look is over: from here on only a wake finds rows
+  const auto queued = std::chrono::steady_clock::now();
+  queue_rows(3, "elders");
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 3; }, 10s)) << api.daemon().log();
+  EXPECT_LT(std::chrono::steady_clock::now() - queued, 5s);
+  EXPECT_EQ(server.received().size(), 3u);
 }
 
 }  // namespace
