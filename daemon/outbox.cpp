@@ -306,20 +306,75 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     co_return failure;
   }
 
-  // One SMTP connection: chunks of at most outbox_chunk_rows, up to the mailbox's messages per
+  // Sessions one after the other while each ends at the mailbox's messages per connection and
+  // more rows are due: the next session's first chunk is claimed while the last one's outcomes
+  // commit and it says QUIT, and no new look at the queue (dispatch) is needed between them.
+  awaitable<void> connection(std::shared_ptr<const SendSettings> settings) {
+    auto self = shared_from_this();
+    std::shared_ptr<Pending<Chunk>> first;
+    do {
+      auto one = session(settings, std::move(first));
+      first = co_await std::move(one);
+    } while (first && !stopping);
+    if (first) {  // stopping: the rows claimed for a session that will not be go back to the queue
+      auto back = give_back(settings->id, std::move(first));
+      co_await std::move(back);
+    }
+  }
+
+  // Rows claimed for a session that will not send them go back to the queue, due now. If that
+  // fails too, their lease runs out and outbox_recover() takes them back.
+  awaitable<void> give_back(std::int64_t mailbox, std::shared_ptr<Pending<Chunk>> pending) {
+    std::optional<Chunk> taken;
+    try {
+      auto claimed = finish(std::move(pending));
+      taken = co_await std::move(claimed);
+    } catch (const std::exception&) {
+    }
+    if (!taken || taken->rows.empty()) co_return;
+    auto back = std::make_shared<ChunkOutcomes>();
+    for (const auto& row : taken->rows) back->untried.push_back(row.id);
+    std::optional<std::string> failure;
+    try {
+      auto record = record_chunk(mailbox, back);
+      co_await std::move(record);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (failure)
+      spdlog::warn("event=outbox_record_failed mailbox={} reason=\"{}\" action=\"rows left sending are retried after their lease\"", mailbox,
+                   *failure);
+  }
+
+  // One SMTP session: chunks of at most outbox_chunk_rows, up to the mailbox's messages per
   // connection, each sent within the per-minute limit. While chunk n is on the wire, chunk n-1's
   // outcomes commit and chunk n+1 is claimed and composed, so neither PostgreSQL's commit nor the
   // composition stops the connection (store/outbox.hpp: what that means for duplicates).
-  awaitable<void> connection(std::shared_ptr<const SendSettings> settings) {
+  // `first`: the first chunk, already being claimed by the session before; without it the
+  // first chunk is claimed while the connection opens. Returns the next session's first chunk,
+  // being claimed, when this one stopped at the limit.
+  awaitable<std::shared_ptr<Pending<Chunk>>> session(std::shared_ptr<const SendSettings> settings, std::shared_ptr<Pending<Chunk>> first) {
     auto self = shared_from_this();
     const auto mailbox = settings->id;
     const auto lease = s.config.outbox.lease;
     const int limit = settings->max_per_connection, per_minute = settings->max_per_minute;
     // The first chunk; no more rows than the per-minute limit lets go now (but one at least).
-    auto first = prepare_chunk(mailbox, std::min({outbox_chunk_rows, limit, std::max(1, rate_room(mailbox, per_minute))}));
-    Chunk chunk = co_await std::move(first);
-    if (chunk.rows.empty()) co_return;
-    int claimed = static_cast<int>(chunk.rows.size());
+    auto first_size = [&] { return std::min({outbox_chunk_rows, limit, std::max(1, rate_room(mailbox, per_minute))}); };
+    const bool prefetched = first != nullptr;
+    std::optional<Chunk> taken_first;
+    if (prefetched) {  // claimed meanwhile: no connection is opened when nothing was left
+      std::optional<std::string> claim_failure;
+      try {
+        auto pending = finish(std::move(first));
+        taken_first = co_await std::move(pending);
+      } catch (const std::exception& e) {
+        claim_failure = e.what();
+      }
+      if (claim_failure) spdlog::warn("event=outbox_claim_failed mailbox={} reason=\"{}\"", mailbox, *claim_failure);
+      if (claim_failure || taken_first->rows.empty()) co_return nullptr;
+    } else {
+      first = start(prepare_chunk(mailbox, first_size()));
+    }
 
     std::shared_ptr<Transport> client;
     std::optional<TransportFailure> open_failure;
@@ -330,6 +385,25 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     } catch (const TransportFailure& f) {
       open_failure = f;
     }
+    if (!prefetched) {
+      std::optional<std::string> claim_failure;
+      try {
+        auto pending = finish(std::move(first));
+        taken_first = co_await std::move(pending);
+      } catch (const std::exception& e) {
+        claim_failure = e.what();
+      }
+      if (claim_failure || taken_first->rows.empty()) {
+        if (claim_failure) spdlog::warn("event=outbox_claim_failed mailbox={} reason=\"{}\"", mailbox, *claim_failure);
+        if (client) {
+          if (!open_failure) co_await client->quit();
+          transports.erase(client);
+        }
+        co_return nullptr;
+      }
+    }
+    Chunk chunk = std::move(*taken_first);
+    int claimed = static_cast<int>(chunk.rows.size());
     if (open_failure) {
       spdlog::warn("event=outbox_connect_failed mailbox={} type={} step={} permanent={} reason=\"{}\"", mailbox, settings->type,
                    open_failure->step, open_failure->permanent, open_failure->what());
@@ -340,7 +414,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       auto record = record_chunk(mailbox, outcomes);
       co_await std::move(record);
       if (client) transports.erase(client);
-      co_return;
+      co_return nullptr;
     }
 
     std::shared_ptr<Pending<Chunk>> next;                // the chunk after this one, being taken
@@ -456,14 +530,27 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       claimed += static_cast<int>(taken->rows.size());
       chunk = std::move(*taken);
     }
+    // At the limit with the connection fine: the next session's first chunk is claimed while
+    // this one's outcomes commit and it says QUIT.
+    std::shared_ptr<Pending<Chunk>> successor;
+    if (claimed >= limit && !store_failure && !stopping && client->usable())
+      successor = start(prepare_chunk(mailbox, first_size()));
     if (recording) {
       auto settled = settle(std::move(recording));
-      if (auto failed = co_await std::move(settled))
+      if (auto failed = co_await std::move(settled)) {
         spdlog::warn("event=outbox_record_failed mailbox={} reason=\"{}\" action=\"rows left sending are retried after their lease\"", mailbox,
                      *failed);
+        store_failure = failed;
+      }
     }
     co_await client->quit();
     transports.erase(client);
+    if (successor && store_failure) {  // the database is in trouble: the claimed rows go back
+      auto back = give_back(mailbox, std::move(successor));
+      co_await std::move(back);
+      successor.reset();
+    }
+    co_return successor;
   }
 
   static OutboxFailed failed_row(std::int64_t id, const TransportFailure& f) {
