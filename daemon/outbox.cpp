@@ -58,31 +58,28 @@ Chunk take_chunk(pqxx::work& tx, std::int64_t mailbox, int limit, std::chrono::s
   Chunk chunk;
   chunk.claimed_at = std::chrono::steady_clock::now();
   auto rows = outbox_lock_due(tx, mailbox, limit, outbox_chunk_bytes);
-  std::vector<bool> composed;
   for (auto& row : rows) {
     Ready r;
     r.id = row.id;
     r.from = row.message.from.address;
     r.to = row.recipients();
     r.bcc = row.bcc;
-    if (row.raw) {  // a retry: the same bytes as before
+    if (row.raw) {  // composed and kept by an earlier version: those bytes
       r.raw = std::move(*row.raw);
-      composed.push_back(false);
-    } else {
+    } else {  // every attempt composes the same bytes (protocol/compose)
       try {
         r.raw = compose_message(row.message);
       } catch (const ComposeError& e) {
         chunk.compose_failed.emplace_back(row.id, e.what());
         continue;
       }
-      composed.push_back(true);
     }
     chunk.rows.push_back(std::move(r));
   }
-  std::vector<OutboxStart> starts;
-  for (std::size_t i = 0; i < chunk.rows.size(); ++i) starts.push_back({chunk.rows[i].id, composed[i] ? &chunk.rows[i].raw : nullptr});
-  for (const auto& [id, reason] : chunk.compose_failed) starts.push_back({id, nullptr});
-  outbox_start_sending(tx, starts, lease);
+  std::vector<std::int64_t> ids;
+  for (const auto& r : chunk.rows) ids.push_back(r.id);
+  for (const auto& [id, reason] : chunk.compose_failed) ids.push_back(id);
+  outbox_start_sending(tx, ids, lease);
   for (const auto& [id, reason] : chunk.compose_failed)
     outbox_mark_failed(tx, id, true, "compose", reason, config.outbox.retry_base, config.outbox.max_age);
   return chunk;

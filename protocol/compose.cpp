@@ -1,6 +1,7 @@
 #include "protocol/compose.hpp"
 
 #include "protocol/gmime_util.hpp"
+#include "util/crypto.hpp"
 
 namespace mailgate {
 
@@ -59,6 +60,13 @@ GMimePart* attachment_part(const OutgoingAttachment& a, std::size_t i) {
   return part;
 }
 
+// A multipart boundary that follows from the Message-ID: composing a row again (a retry, or
+// after a crash) gives the same bytes, so the outbox need not keep them (store/outbox.hpp).
+// 24 hex digits of a digest are as unlikely to occur in the content as GMime's random ones.
+std::string boundary_for(const std::string& message_id, const char* part) {
+  return "=_mg_" + sha256_hex(message_id + "/" + part).substr(0, 24);
+}
+
 }  // namespace
 
 std::string compose_message(const OutgoingMessage& m) {
@@ -92,6 +100,7 @@ std::string compose_message(const OutgoingMessage& m) {
   const bool text = !m.text_body.empty() || m.html_body.empty();
   if (text && !m.html_body.empty()) {
     Ptr<GMimeMultipart> alt(g_mime_multipart_new_with_subtype("alternative"));
+    g_mime_multipart_set_boundary(alt.get(), boundary_for(m.message_id, "alternative").c_str());
     Ptr<GMimePart> t(text_part("plain", m.text_body)), h(text_part("html", m.html_body));
     g_mime_multipart_add(alt.get(), GMIME_OBJECT(t.get()));
     g_mime_multipart_add(alt.get(), GMIME_OBJECT(h.get()));
@@ -101,6 +110,7 @@ std::string compose_message(const OutgoingMessage& m) {
   }
   if (!m.attachments.empty()) {
     Ptr<GMimeMultipart> mixed(g_mime_multipart_new_with_subtype("mixed"));
+    g_mime_multipart_set_boundary(mixed.get(), boundary_for(m.message_id, "mixed").c_str());
     g_mime_multipart_add(mixed.get(), body.get());
     for (std::size_t i = 0; i < m.attachments.size(); ++i) {
       Ptr<GMimePart> a(attachment_part(m.attachments[i], i));

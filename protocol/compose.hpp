@@ -3,7 +3,9 @@
 // From with display name, Reply-To, To and Cc (Bcc recipients go only into the envelope, never
 // into the headers), a subject encoded per RFC 2047 when it is not ASCII, a text and/or HTML body
 // (multipart/alternative when both), attachments (multipart/mixed, base64, RFC 2231 file names),
-// Message-ID and Date given by the caller so that a resend is byte-for-byte the same message.
+// Message-ID and Date given by the caller, and multipart boundaries that follow from the
+// Message-ID, so that composing the same message again gives the same bytes (a resend is
+// byte-for-byte the same message without the bytes being kept).
 // Lines end in CRLF; every body part is 7-bit clean (quoted-printable or base64), so no server
 // needs 8BITMIME.
 //

@@ -38,11 +38,9 @@ constexpr const char* kLoad =
     "FROM outbox o JOIN mailboxes m ON m.id = o.mailbox_id WHERE o.id = ANY($1::bigint[]) ORDER BY o.id";
 constexpr const char* kLoadAttachments =
     "SELECT outbox_id, filename, content_type, data FROM outbox_attachments WHERE outbox_id = ANY($1::bigint[]) ORDER BY outbox_id, position";
-// The composed bytes travel as hex text (decode() in PostgreSQL): libpqxx 6 binds text only.
 constexpr const char* kStartSending =
-    "UPDATE outbox o SET state = 'sending', attempts = o.attempts + 1, lease_until = now() + make_interval(secs => $3), "
-    "raw = CASE WHEN v.raw = '' THEN o.raw ELSE decode(v.raw, 'hex') END, updated_at = now() "
-    "FROM unnest($1::bigint[], $2::text[]) AS v(id, raw) WHERE o.id = v.id";
+    "UPDATE outbox SET state = 'sending', attempts = attempts + 1, lease_until = now() + make_interval(secs => $2), updated_at = now() "
+    "WHERE id = ANY($1::bigint[])";
 constexpr const char* kExtend =
     "UPDATE outbox SET lease_until = now() + make_interval(secs => $2) WHERE id = ANY($1::bigint[]) AND state = 'sending'";
 constexpr const char* kRelease =
@@ -190,16 +188,10 @@ std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mai
   return rows;
 }
 
-void outbox_start_sending(pqxx::dbtransaction& tx, const std::vector<OutboxStart>& rows, std::chrono::seconds lease) {
-  if (rows.empty()) return;
-  std::vector<std::int64_t> ids;
-  std::vector<std::string> raws;  // hex, "" for a row that keeps its bytes
-  for (const auto& r : rows) {
-    ids.push_back(r.id);
-    raws.push_back(r.composed ? hex_encode(*r.composed) : std::string());
-  }
-  const std::string id_list = sql_id_array(ids), raw_list = sql_text_array(raws);
-  exec_prepared(tx, "outbox_start_sending", kStartSending, id_list, raw_list, static_cast<double>(lease.count()));
+void outbox_start_sending(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids, std::chrono::seconds lease) {
+  if (ids.empty()) return;
+  const std::string id_list = sql_id_array(ids);
+  exec_prepared(tx, "outbox_start_claimed", kStartSending, id_list, static_cast<double>(lease.count()));
 }
 
 std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxOutcomes& outcomes, std::chrono::seconds retry_base,

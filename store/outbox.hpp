@@ -3,8 +3,9 @@
 // Rows are written by outbox_queue() in the transaction of their cause. Workers (daemon/outbox)
 // take due rows of one mailbox a chunk at a time: outbox_lock_due() locks them (FOR UPDATE SKIP
 // LOCKED, so several workers and several daemons never take one row twice) and loads them, the
-// worker composes those never composed, and outbox_start_sending() marks them 'sending' with a
-// lease and stores the composed bytes, all in one transaction. A row whose lease passed (its
+// worker composes them, and outbox_start_sending() marks them 'sending' with a lease, all in one
+// transaction. Composing is deterministic, so the bytes are not stored in the outbox: the sent
+// copy keeps them. (`raw` of rows composed by earlier versions is still sent as it is.) A row whose lease passed (its
 // daemon died mid-send) is given back by outbox_recover(). The outcomes of a chunk are recorded by
 // outbox_record() in one transaction: sent rows (each with its copy in the mailbox's "sent"
 // folder, through the one ingest pipeline), failed attempts (retry with backoff until the row is
@@ -13,7 +14,9 @@
 // Duplicates. A message the server accepted is recorded as sent only when the transaction of its
 // chunk commits. If the daemon stops (crash, SIGKILL, power loss) or that transaction fails before
 // the commit, every message of the chunk stays 'sending', is taken back when its lease passes and
-// is sent again -- with the same bytes and the same Message-ID, so a receiver can recognise it.
+// is sent again -- with the same bytes (composed again from the row: the Message-ID, the Date and
+// the multipart boundaries are fixed by the row) and the same Message-ID, so a receiver can
+// recognise it.
 // The worker sends the next chunk while the previous one commits, so per SMTP connection at most
 // two chunks (2 x outbox_chunk_rows messages, never more than the mailbox's messages per
 // connection) can be accepted by the server without their outcome committed; those are the
@@ -93,12 +96,9 @@ struct OutboxRow {
 // SELECTs. Nothing changes until outbox_start_sending() in the same transaction.
 std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mailbox_id, int limit, std::size_t max_bytes);
 
-struct OutboxStart {
-  std::int64_t id = 0;
-  const std::string* composed = nullptr;  // bytes for a row that had none; null: keep the row's
-};
-// Claims locked rows in one UPDATE: 'sending', lease set, attempts + 1, composed bytes stored.
-void outbox_start_sending(pqxx::dbtransaction& tx, const std::vector<OutboxStart>& rows, std::chrono::seconds lease);
+// Claims locked rows in one UPDATE: 'sending', lease set, attempts + 1. The composed bytes are
+// not stored: composing a row again gives the same bytes (protocol/compose).
+void outbox_start_sending(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& ids, std::chrono::seconds lease);
 
 struct RefusedRecipient {
   std::string address, reply;

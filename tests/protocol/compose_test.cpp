@@ -63,6 +63,22 @@ TEST(Compose, CrlfAndSevenBitEverywhere) {
   EXPECT_NE(raw.find("multipart/mixed"), std::string::npos);
 }
 
+TEST(Compose, TheSameMessageComposesToTheSameBytes) {
+  // The outbox composes a row again for each attempt instead of keeping its bytes.
+  const std::string once = compose_message(sample()), again = compose_message(sample());
+  EXPECT_EQ(once, again);
+  ASSERT_NE(once.find("multipart/mixed"), std::string::npos);
+  ASSERT_NE(once.find("multipart/alternative"), std::string::npos);
+  OutgoingMessage other = sample();
+  other.message_id = "outbox-43.abc@coop.nl";
+  const std::string third = compose_message(other);
+  const auto boundary = [](const std::string& raw) {
+    const auto at = raw.find("boundary=");
+    return raw.substr(at, raw.find('\r', at) - at);
+  };
+  EXPECT_NE(boundary(once), boundary(third)) << "another message, other boundaries";
+}
+
 TEST(Compose, TextOnlyIsASinglePart) {
   OutgoingMessage m = sample();
   m.html_body.clear();
