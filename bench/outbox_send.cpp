@@ -15,7 +15,7 @@
 // The sink's own counter (smtp-sink -c) confirms that N messages arrived for each tool.
 //
 // mailgated does more than smtp-source: it reads each row from PostgreSQL, composes it with GMime,
-// stores the composed bytes, and files a copy in the mailbox's "sent" folder through the ingest
+// and files a copy of the composed bytes in the mailbox's "sent" folder through the ingest
 // pipeline. It takes rows in chunks of 20 (claimed, loaded and composed in one transaction) and
 // commits a chunk's outcomes in one transaction while the next chunk is on the wire.
 //
@@ -458,7 +458,7 @@ struct MailgateRun {
   double insert_s = 0;      // the INSERT ... SELECT of N rows
   double pg_cpu_s = 0, pg_hwm_mib = 0;
   int pg_backends = 0;
-  double raw_bytes = 0;  // mean composed size (outbox.raw)
+  double raw_bytes = 0;  // mean composed size (of the sent copies)
   long write_transactions = 0;  // transactions that wrote (took a transaction id), in the whole cluster
   long wal_syncs = 0;           // WAL fsyncs (a group commit syncs several transactions at once)
   double wal_mib = 0;
@@ -630,7 +630,7 @@ MailgateRun run_mailgate(test::PgCluster& pg, const Sink& sink, const Options& o
   }
   {
     pqxx::nontransaction q(db);
-    run.raw_bytes = q.exec1("SELECT coalesce(avg(octet_length(raw)), 0) FROM outbox")[0].as<double>();
+    run.raw_bytes = q.exec1("SELECT coalesce(avg(raw_size), 0) FROM messages WHERE source = 'sent'")[0].as<double>();
     run.sent_copies = q.exec1("SELECT count(*) FROM messages WHERE source = 'sent'")[0].as<long>();
     const auto sizes = q.exec1("SELECT pg_total_relation_size('outbox'), pg_total_relation_size('messages')");
     run.outbox_mib = sizes[0].as<double>() / (1024.0 * 1024.0);
@@ -796,7 +796,7 @@ int main(int argc, char** argv) {
                  "'sent' (polled every 5 ms). messages and sessions: what smtp-sink counted. Peak RSS: VmHWM\n"
                  "(smtp-source's read every millisecond while it runs). CPU s: user + system of that process only\n"
                  "(PostgreSQL is reported apart). Machine: all cores, all processes. mailgate also reads every row\n"
-                 "from PostgreSQL, composes it with GMime, stores the composed bytes and files a sent copy through\n"
+                 "from PostgreSQL, composes it with GMime and files a copy of the composed bytes in \"sent\" through\n"
                  "the ingest pipeline, committing the outcomes of each chunk of 20 while the next is sent;\n"
                  "smtp-source sends a generated payload and stores nothing.\n";
   } catch (const std::exception& e) {
