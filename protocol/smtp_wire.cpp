@@ -140,21 +140,18 @@ std::string sasl_xoauth2(std::string_view user, std::string_view token) {
 std::string dot_stuff(std::string_view message) {
   std::string out;
   out.reserve(message.size() + message.size() / 50 + 8);
-  bool line_start = true;
-  for (std::size_t i = 0; i < message.size(); ++i) {
-    const char c = message[i];
-    if (c == '\r' || c == '\n') {
-      out += "\r\n";
-      if (c == '\r' && i + 1 < message.size() && message[i + 1] == '\n') ++i;
-      line_start = true;
-      continue;
-    }
-    if (line_start && c == '.') out.push_back('.');
-    out.push_back(c);
-    line_start = false;
+  const char* p = message.data();
+  const char* const end = p + message.size();
+  while (p < end) {  // a line at a time: its text copied whole, its break (CRLF, CR or LF) as CRLF
+    if (*p == '.') out.push_back('.');
+    const char* brk = std::find_if(p, end, [](char c) { return c == '\r' || c == '\n'; });
+    out.append(p, brk);
+    out += "\r\n";
+    if (brk == end) break;
+    p = brk + ((*brk == '\r' && brk + 1 < end && brk[1] == '\n') ? 2 : 1);
   }
-  if (!line_start) out += "\r\n";
-  return out + ".\r\n";
+  out += ".\r\n";
+  return out;
 }
 
 }  // namespace mailgate::smtp

@@ -135,7 +135,11 @@ INSTANTIATE_TEST_SUITE_P(
                       StuffCase{"bare_lf_smuggling", "a\n.\nMAIL FROM:<x>\n", "a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"},
                       StuffCase{"bare_cr_smuggling", "a\r.\rb", "a\r\n..\r\nb\r\n.\r\n"},
                       StuffCase{"empty", "", ".\r\n"},
-                      StuffCase{"first_line_dot", ".", "..\r\n.\r\n"}),
+                      StuffCase{"first_line_dot", ".", "..\r\n.\r\n"},
+                      StuffCase{"final_bare_lf", "a\n", "a\r\n.\r\n"},
+                      StuffCase{"cr_then_crlf", "a\r\r\nb", "a\r\n\r\nb\r\n.\r\n"},
+                      StuffCase{"empty_lines", "\n\n.", "\r\n\r\n..\r\n.\r\n"},
+                      StuffCase{"final_bare_cr", "a\r", "a\r\n.\r\n"}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace
