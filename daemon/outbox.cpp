@@ -319,18 +319,28 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     }
   }
 
+  // The chunk a claim gave; nothing (logged) when the claim failed.
+  awaitable<std::optional<Chunk>> taken(std::int64_t mailbox, std::shared_ptr<Pending<Chunk>> pending) {
+    std::optional<Chunk> chunk;
+    std::optional<std::string> failure;
+    try {
+      auto claimed = finish(std::move(pending));
+      chunk = co_await std::move(claimed);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (failure) spdlog::warn("event=outbox_claim_failed mailbox={} reason=\"{}\"", mailbox, *failure);
+    co_return chunk;
+  }
+
   // Rows claimed for a session that will not send them go back to the queue, due now. If that
   // fails too, their lease runs out and outbox_recover() takes them back.
   awaitable<void> give_back(std::int64_t mailbox, std::shared_ptr<Pending<Chunk>> pending) {
-    std::optional<Chunk> taken;
-    try {
-      auto claimed = finish(std::move(pending));
-      taken = co_await std::move(claimed);
-    } catch (const std::exception&) {
-    }
-    if (!taken || taken->rows.empty()) co_return;
+    auto take = taken(mailbox, std::move(pending));
+    const std::optional<Chunk> chunk = co_await std::move(take);
+    if (!chunk || chunk->rows.empty()) co_return;
     auto back = std::make_shared<ChunkOutcomes>();
-    for (const auto& row : taken->rows) back->untried.push_back(row.id);
+    for (const auto& row : chunk->rows) back->untried.push_back(row.id);
     std::optional<std::string> failure;
     try {
       auto record = record_chunk(mailbox, back);
@@ -360,15 +370,9 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     const bool prefetched = first != nullptr;
     std::optional<Chunk> taken_first;
     if (prefetched) {  // claimed meanwhile: no connection is opened when nothing was left
-      std::optional<std::string> claim_failure;
-      try {
-        auto pending = finish(std::move(first));
-        taken_first = co_await std::move(pending);
-      } catch (const std::exception& e) {
-        claim_failure = e.what();
-      }
-      if (claim_failure) spdlog::warn("event=outbox_claim_failed mailbox={} reason=\"{}\"", mailbox, *claim_failure);
-      if (claim_failure || taken_first->rows.empty()) co_return nullptr;
+      auto take = taken(mailbox, std::move(first));
+      taken_first = co_await std::move(take);
+      if (!taken_first || taken_first->rows.empty()) co_return nullptr;
     } else {
       first = start(prepare_chunk(mailbox, first_size()));
     }
@@ -383,15 +387,9 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       open_failure = f;
     }
     if (!prefetched) {
-      std::optional<std::string> claim_failure;
-      try {
-        auto pending = finish(std::move(first));
-        taken_first = co_await std::move(pending);
-      } catch (const std::exception& e) {
-        claim_failure = e.what();
-      }
-      if (claim_failure || taken_first->rows.empty()) {
-        if (claim_failure) spdlog::warn("event=outbox_claim_failed mailbox={} reason=\"{}\"", mailbox, *claim_failure);
+      auto take = taken(mailbox, std::move(first));
+      taken_first = co_await std::move(take);
+      if (!taken_first || taken_first->rows.empty()) {
         if (client) {
           if (!open_failure) co_await client->quit();
           transports.erase(client);
