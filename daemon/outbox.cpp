@@ -305,16 +305,33 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
 
   // Sessions one after the other while each ends at the mailbox's messages per connection and
   // more rows are due: the next session's first chunk is claimed while the last one's outcomes
-  // commit and it says QUIT, and no new look at the queue (dispatch) is needed between them.
+  // commit and it says QUIT, and no new look at the queue (dispatch) is needed between them. The
+  // mailbox's settings are read again for each session, as dispatch() would: a mailbox made
+  // inactive, or given a new password, during a mailing is honoured from its next session on.
   awaitable<void> connection(std::shared_ptr<const SendSettings> settings) {
     auto self = shared_from_this();
+    const auto mailbox = settings->id;
     std::shared_ptr<Pending<Chunk>> first;
-    do {
+    for (;;) {
       auto one = session(settings, std::move(first));
       first = co_await std::move(one);
-    } while (first && !stopping);
-    if (first) {  // stopping: the rows claimed for a session that will not be go back to the queue
-      auto back = give_back(settings->id, std::move(first));
+      if (!first || stopping) break;
+      std::optional<std::string> failure;
+      try {
+        auto load = store_transact(s.store, [&secrets = s.secrets, mailbox](pqxx::work& tx) { return load_send_settings(tx, secrets, mailbox); });
+        settings = std::make_shared<const SendSettings>(co_await std::move(load));
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      const auto t = throttled.find(mailbox);
+      const bool wait = t != throttled.end() && std::chrono::steady_clock::now() < t->second;
+      if (failure || !settings->exists || !settings->active || wait) {
+        if (failure) spdlog::warn("event=outbox_settings_failed mailbox={} reason=\"{}\"", mailbox, *failure);
+        break;  // the claimed rows go back; dispatch() decides what happens to them
+      }
+    }
+    if (first) {  // the rows claimed for a session that will not be go back to the queue
+      auto back = give_back(mailbox, std::move(first));
       co_await std::move(back);
     }
   }

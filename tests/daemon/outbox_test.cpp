@@ -396,6 +396,43 @@ TEST_F(OutboxPlain, PerMinuteLimitHoldsTheRest) {
   EXPECT_EQ(count("SELECT count(*) FROM outbox WHERE state = 'sent'"), 5);
 }
 
+TEST_F(OutboxPlain, NewSettingsOfAMailboxAreUsedFromItsNextConnectionDuringAMailing) {
+  // A connection at its limit is followed by the next one without a new look at the queue; the
+  // mailbox's settings are still read again for each, so a server changed during a mailing is
+  // used from the next connection on.
+  test::PySmtpServer other(test::PySmtpOptions{});
+  json::object m{{"display_name", "Facturen"}, {"address", "facturen@coop.nl"}, {"incoming_type", "none"},
+                 {"smtp_host", "127.0.0.1"}, {"smtp_port", server.port()}, {"smtp_security", "plain"}, {"smtp_password", "x"},
+                 {"send_max_per_minute", 100000}, {"send_max_per_connection", 20}, {"send_max_connections", 1}};
+  auto created = api.call("admin", "POST", "/api/v1/mailboxes", json::serialize(m));
+  ASSERT_EQ(created.status, 201) << created.body;
+  const auto facturen = created.json.at("id").as_int64();
+  {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params("INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
+                   "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Factuur ' || n, 'Inhoud ' || n, '<verhuisd-' || n || '@coop.nl>' "
+                   "FROM generate_series(1, 1000) n",
+                   facturen);
+    tx.commit();
+  }
+  const auto end = std::chrono::steady_clock::now() + 30s;
+  while (server.received().size() < 30 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(2ms);
+  ASSERT_GE(server.received().size(), 30u) << api.daemon().log();
+  const auto patched = api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(facturen),
+                                json::serialize(json::object{{"smtp_port", other.port()}}));
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  const auto at_patch = server.received().size();
+  ASSERT_LT(at_patch, 960u) << "the mailing was nearly through before the change: nothing to prove";
+
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 1000; }, 60s)) << api.daemon().log();
+  // What may still go to the old server after the PATCH committed: the rest of the connection
+  // then open (at most 20), and one more if its settings were read just before the commit (20).
+  EXPECT_LE(server.received().size(), at_patch + 40);
+  EXPECT_GE(other.received().size(), 1000 - (at_patch + 40));
+  EXPECT_EQ(server.received().size() + other.received().size(), 1000u);
+}
+
 // Rows another process queues (a second daemon, a script) wake the outbox at their commit
 // (store/listener, migration 0014), not at the next poll, which is a minute here.
 class OutboxSlowPoll : public OutboxPlain {
