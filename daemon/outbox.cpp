@@ -317,6 +317,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       first = co_await std::move(one);
       if (!first || stopping) break;
       std::optional<std::string> failure;
+      const int limit_before = settings->max_per_connection;
       try {
         auto load = store_transact(s.store, [&secrets = s.secrets, mailbox](pqxx::work& tx) { return load_send_settings(tx, secrets, mailbox); });
         settings = std::make_shared<const SendSettings>(co_await std::move(load));
@@ -325,7 +326,11 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       }
       const auto t = throttled.find(mailbox);
       const bool wait = t != throttled.end() && std::chrono::steady_clock::now() < t->second;
-      if (failure || !settings->exists || !settings->active || wait) {
+      // Lowered limits: the chunk claimed under the old one may be too large for the new one, and
+      // a chain beyond the new number of connections ends here.
+      const bool lowered = !failure && (settings->max_per_connection < limit_before ||
+                                        connections[mailbox] > transport_max_connections(*settings, s.config));
+      if (failure || !settings->exists || !settings->active || wait || lowered) {
         if (failure) spdlog::warn("event=outbox_settings_failed mailbox={} reason=\"{}\"", mailbox, *failure);
         break;  // the claimed rows go back; dispatch() decides what happens to them
       }
