@@ -328,6 +328,9 @@ TEST_F(OutboxPlain, AtMostTwentyPerConnectionAndNothingLostWhenKilled) {
   EXPECT_LE(got.size() - ids.size(), window);
   EXPECT_EQ(count("SELECT count(*) FROM messages WHERE source = 'sent'"), 500) << "one sent copy per row";
   for (const auto& [port, n] : per_connection) EXPECT_LE(n, 20) << "connection from port " << port;
+  if (HasFailure())  // one unexplained failure in an ASan run (2026-12-01): keep what it needs
+    ADD_FAILURE() << "at the kill " << at_kill << " received, in all " << got.size() << " on " << per_connection.size()
+                  << " connections; the daemon's log:\n" << api.daemon().log();
 }
 
 TEST_F(OutboxPlain, KilledWhileAChunkCommitsEveryAcceptedMessageIsSentAgainWithItsMessageId) {
