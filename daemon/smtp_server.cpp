@@ -414,6 +414,7 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
       auto event = session.next();
       if (!event) {
         if (shutting_down() && session.idle()) {
+          release();
           co_await conn.write(shutting_down_reply, write_timeout);
           co_return;
         }
@@ -439,12 +440,14 @@ struct SmtpServer::Impl : std::enable_shared_from_this<SmtpServer::Impl> {
           }
         }
         if (cancelled) {
+          release();
           co_await conn.write(shutting_down_reply, write_timeout);
           co_return;
         }
         if (in.empty()) {
           spdlog::info("event=smtp_timeout session={} client={} in_data={}", session_id, ip, session.in_data());
           const std::string timeout_reply = session.timed_out().text;
+          release();  // before the 421: a client that reconnects at once must find its slot free
           co_await conn.write(timeout_reply, std::chrono::seconds(5));
           co_return;
         }
