@@ -44,6 +44,7 @@ struct Ready {
   std::vector<std::string> to;
   std::vector<std::string> bcc;  // those of `to` in no header (Graph needs them named)
   std::string raw;
+  std::shared_ptr<const ComposedMessage> parse;  // of raw (its `raw` left empty); null: parsed when recorded
 };
 
 // A chunk taken for sending (outbox_lock_due, composed here, outbox_start_sending: one
@@ -68,7 +69,10 @@ Chunk take_chunk(pqxx::work& tx, std::int64_t mailbox, int limit, std::chrono::s
       r.raw = std::move(*row.raw);
     } else {  // every attempt composes the same bytes (protocol/compose)
       try {
-        r.raw = compose_message(row.message);
+        ComposedMessage composed = compose_and_parse(row.message);
+        r.raw = std::move(composed.raw);
+        composed.raw.clear();
+        r.parse = std::make_shared<const ComposedMessage>(std::move(composed));
       } catch (const ComposeError& e) {
         chunk.compose_failed.emplace_back(row.id, e.what());
         continue;
@@ -89,6 +93,7 @@ Chunk take_chunk(pqxx::work& tx, std::int64_t mailbox, int limit, std::chrono::s
 struct SentRow {
   std::int64_t id = 0;
   std::string raw;
+  std::shared_ptr<const ComposedMessage> parse;  // as Ready's
   std::vector<RefusedRecipient> refused;
   std::size_t recipients = 0;
   std::string reply;
@@ -260,8 +265,13 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
         OutboxSent copy;
         copy.id = sent.id;
         copy.raw = &sent.raw;
-        std::vector<std::optional<ContentSpan>> spans;
-        copy.parsed = parse_message(sent.raw, spans);
+        std::vector<std::optional<ContentSpan>> parsed_spans;
+        if (sent.parse) {  // composed here: parsed then (protocol/compose)
+          copy.parsed = sent.parse->parsed;
+        } else {  // bytes kept by an earlier version
+          copy.parsed = parse_message(sent.raw, parsed_spans);
+        }
+        const auto& spans = sent.parse ? sent.parse->spans : parsed_spans;
         for (const auto& span : spans)
           copy.attachment_spans.push_back(span ? std::optional<RawSpan>(RawSpan{static_cast<std::int64_t>(span->offset),
                                                                                 static_cast<std::int64_t>(span->length),
@@ -490,6 +500,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
           SentRow sent;
           sent.id = row.id;
           sent.raw = std::move(row.raw);
+          sent.parse = std::move(row.parse);
           sent.refused = std::move(result->refused);
           sent.recipients = envelope.to.size();
           sent.reply = std::move(result->reply);

@@ -1,5 +1,8 @@
 #include "protocol/compose.hpp"
 
+#include <set>
+#include <string_view>
+
 #include "protocol/gmime_util.hpp"
 #include "util/crypto.hpp"
 
@@ -52,8 +55,9 @@ bool plain_7bit(const std::string& text) {
 
 // A text part in UTF-8, encoded so that it is 7-bit clean (quoted-printable for mostly-ASCII
 // text, base64 otherwise, as GMime judges).
-GMimePart* text_part(const char* subtype, const std::string& text) {
-  if (plain_7bit(text)) {  // the same part as below, without the analysis
+GMimePart* text_part(const char* subtype, const std::string& text, bool& as_is) {
+  as_is = plain_7bit(text);
+  if (as_is) {  // the same part as below, without the analysis
     GMimePart* part = GMIME_PART(g_mime_text_part_new_with_subtype(subtype));
     Ptr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(text.data(), text.size()));
     Ptr<GMimeDataWrapper> content(g_mime_data_wrapper_new_with_stream(stream.get(), GMIME_CONTENT_ENCODING_DEFAULT));
@@ -99,9 +103,8 @@ std::string boundary_for(const std::string& message_id, const char* part) {
   return "=_mg_" + sha256_hex(message_id + "/" + part).substr(0, 24);
 }
 
-}  // namespace
-
-std::string compose_message(const OutgoingMessage& m) {
+// The composed bytes; `as_is`: whether every text part went as it is (plain_7bit).
+std::string compose(const OutgoingMessage& m, bool& as_is) {
   gmime::init();
   check_address("from", m.from);
   if (m.reply_to) check_address("reply_to", *m.reply_to);
@@ -133,12 +136,14 @@ std::string compose_message(const OutgoingMessage& m) {
   if (text && !m.html_body.empty()) {
     Ptr<GMimeMultipart> alt(g_mime_multipart_new_with_subtype("alternative"));
     g_mime_multipart_set_boundary(alt.get(), boundary_for(m.message_id, "alternative").c_str());
-    Ptr<GMimePart> t(text_part("plain", m.text_body)), h(text_part("html", m.html_body));
+    bool text_as_is = false, html_as_is = false;
+    Ptr<GMimePart> t(text_part("plain", m.text_body, text_as_is)), h(text_part("html", m.html_body, html_as_is));
+    as_is = text_as_is && html_as_is;
     g_mime_multipart_add(alt.get(), GMIME_OBJECT(t.get()));
     g_mime_multipart_add(alt.get(), GMIME_OBJECT(h.get()));
     body.reset(GMIME_OBJECT(alt.release()));
   } else {
-    body.reset(GMIME_OBJECT(text ? text_part("plain", m.text_body) : text_part("html", m.html_body)));
+    body.reset(GMIME_OBJECT(text ? text_part("plain", m.text_body, as_is) : text_part("html", m.html_body, as_is)));
   }
   if (!m.attachments.empty()) {
     Ptr<GMimeMultipart> mixed(g_mime_multipart_new_with_subtype("mixed"));
@@ -158,6 +163,156 @@ std::string compose_message(const OutgoingMessage& m) {
   g_mime_format_options_free(options);
   std::string out(s);
   g_free(s);
+  return out;
+}
+
+// `text` in CRLF lines, as the 7bit part carries it (GMime's DOS newline filter).
+std::string crlf_lines(const std::string& text) {
+  std::string out;
+  out.reserve(text.size() + text.size() / 32);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) out += '\r';
+    out += text[i];
+  }
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && g_ascii_strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// Each header field of `raw`'s header block as (name, raw value: what follows the colon, folds
+// included), as GMime's parser splits them.
+std::vector<std::pair<std::string_view, std::string>> header_fields(std::string_view raw) {
+  std::vector<std::pair<std::string_view, std::string>> fields;
+  std::size_t at = 0;
+  while (at < raw.size()) {
+    const std::size_t eol = raw.find("\r\n", at);
+    if (eol == std::string_view::npos || eol == at) break;  // the blank line ends the header
+    const std::string_view line = raw.substr(at, eol - at);
+    if ((line[0] == ' ' || line[0] == '\t') && !fields.empty()) {
+      fields.back().second.append("\r\n").append(line);
+    } else {
+      const std::size_t colon = line.find(':');
+      if (colon == std::string_view::npos) break;
+      fields.emplace_back(line.substr(0, colon), std::string(line.substr(colon + 1)));
+    }
+    at = eol + 2;
+  }
+  return fields;
+}
+
+void count_warning(gint64, GMimeParserWarning, const gchar*, gpointer user) { ++*static_cast<int*>(user); }
+
+// The parse of a message composed here whose text parts went as they are, without GMime's
+// parser (compose.hpp); false when the message is not one this covers.
+bool parse_own(const OutgoingMessage& m, ComposedMessage& out) {
+  for (const auto& a : m.attachments) {  // a message/rfc822 or multipart attachment is read as one
+    Ptr<GMimeContentType> type(g_mime_content_type_parse(nullptr, a.content_type.c_str()));
+    const char* media = type ? g_mime_content_type_get_media_type(type.get()) : nullptr;
+    if (!media || iequals(media, "message") || iequals(media, "multipart")) return false;
+    if (a.filename.find("=?") != std::string::npos) return false;  // GMime decodes RFC 2047 words even in a parameter
+  }
+  ParsedMessage& p = out.parsed;
+  int warnings = 0;
+  GMimeParserOptions* options = g_mime_parser_options_new();
+  g_mime_parser_options_set_warning_callback(options, count_warning, &warnings);
+  struct OptionsFree {
+    GMimeParserOptions* o;
+    ~OptionsFree() { g_mime_parser_options_free(o); }
+  } free_options{options};
+
+  // The headers, as GMimeMessage reads them: address lists from the raw value; Subject, Date and
+  // Message-Id from the unfolded, decoded value; the last one of each counts.
+  std::set<std::string> seen;
+  for (const auto& [name, raw_value] : header_fields(out.raw)) {
+    std::string lower(name);
+    for (auto& c : lower) c = static_cast<char>(g_ascii_tolower(c));
+    if (!seen.insert(lower).second) return false;  // twice: leave it to the parser
+    std::vector<MailAddress>* list = lower == "from" ? &p.from : lower == "sender" ? &p.sender : lower == "reply-to" ? &p.reply_to
+                                   : lower == "to" ? &p.to : lower == "cc" ? &p.cc : nullptr;
+    if (list) {
+      Ptr<InternetAddressList> parsed(internet_address_list_parse(options, raw_value.c_str()));
+      gmime::read_addresses(parsed.get(), *list);
+      continue;
+    }
+    if (lower != "subject" && lower != "date" && lower != "message-id" && lower != "auto-submitted") continue;
+    char* unfolded = g_mime_utils_header_unfold(raw_value.c_str());
+    char* value = g_mime_utils_header_decode_text(options, unfolded);
+    g_free(unfolded);
+    if (lower == "subject") {
+      p.subject = gmime::valid_utf8(value);
+    } else if (lower == "date") {
+      if (GDateTime* date = g_mime_utils_header_decode_date(value)) {
+        p.date = g_date_time_to_unix(date);
+        g_date_time_unref(date);
+      }
+    } else if (lower == "message-id") {
+      char* id = g_mime_utils_decode_message_id(value);
+      p.message_id = gmime::valid_utf8(id);
+      g_free(id);
+    } else {
+      p.auto_submitted = g_ascii_strncasecmp(value, "no", 2) != 0;
+    }
+    g_free(value);
+  }
+  if (warnings) return false;
+
+  // The bodies: in CRLF lines, as the parts carry them (they went as they are). A message of one
+  // part ends in a line break (GMime adds it), which is then the body's.
+  if (!m.text_body.empty() || m.html_body.empty()) p.text_body = crlf_lines(m.text_body);
+  if (!m.html_body.empty()) p.html_body = crlf_lines(m.html_body);
+  if (m.attachments.empty() && (m.text_body.empty() || m.html_body.empty())) {
+    std::string& only = m.html_body.empty() ? p.text_body : p.html_body;
+    if (!only.empty() && only.back() != '\n') only += "\r\n";
+  }
+
+  // The attachments: the last parts of multipart/mixed, each base64 up to the CRLF before the
+  // next delimiter (as the parser's spans). Base64 has no '_', so no delimiter lies within one.
+  if (!m.attachments.empty()) {
+    const std::string delimiter = "\r\n--" + boundary_for(m.message_id, "mixed");
+    std::size_t end = out.raw.rfind(delimiter + "--");
+    if (end == std::string::npos) return false;
+    out.spans.resize(m.attachments.size());
+    for (std::size_t i = m.attachments.size(); i-- > 0;) {
+      const std::size_t start = out.raw.rfind(delimiter + "\r\n", end - 1);
+      if (start == std::string::npos) return false;
+      const std::size_t content = out.raw.find("\r\n\r\n", start + delimiter.size());
+      if (content == std::string::npos || content + 4 > end) return false;
+      out.spans[i] = ContentSpan{content + 4, end - (content + 4), true};
+      end = start;
+    }
+    for (const auto& a : m.attachments) {
+      Ptr<GMimeContentType> type(g_mime_content_type_parse(nullptr, a.content_type.c_str()));
+      MailAttachment copy;
+      copy.content_type = std::string(g_mime_content_type_get_media_type(type.get())) + "/" + g_mime_content_type_get_media_subtype(type.get());
+      for (auto& c : copy.content_type) c = static_cast<char>(g_ascii_tolower(c));
+      copy.filename = a.filename.empty() ? std::string() : gmime::valid_utf8(a.filename.c_str());
+      copy.data = a.data;
+      copy.sha256_hex = sha256_hex(copy.data);
+      p.attachments.push_back(std::move(copy));
+    }
+  }
+  p.sha256_hex = sha256_hex(out.raw);
+  return true;
+}
+
+}  // namespace
+
+std::string compose_message(const OutgoingMessage& m) {
+  bool as_is = false;
+  return compose(m, as_is);
+}
+
+ComposedMessage compose_and_parse(const OutgoingMessage& m) {
+  ComposedMessage out;
+  bool as_is = false;
+  out.raw = compose(m, as_is);
+  if (!as_is || !parse_own(m, out)) {
+    out.spans.clear();
+    out.parsed = parse_message(out.raw, out.spans);
+    out.reparsed = true;
+  }
   return out;
 }
 

@@ -10,16 +10,9 @@ namespace mailgate {
 namespace {
 
 using gmime::init;
+using gmime::valid_utf8;
 template <class T>
 using GPtr = gmime::Ptr<T>;
-
-std::string valid_utf8(const char* s, gssize len = -1) {
-  if (!s) return {};
-  gchar* v = g_utf8_make_valid(s, len);
-  std::string out(v);
-  g_free(v);
-  return out;
-}
 
 const char* warning_text(GMimeParserWarning w) {
   switch (w) {
@@ -50,18 +43,6 @@ void on_warning(gint64 offset, GMimeParserWarning code, const gchar* item, gpoin
   std::string w = std::string(warning_text(code)) + " at byte " + std::to_string(offset);
   if (item) w += ": " + valid_utf8(item).substr(0, 200);
   warnings->push_back(std::move(w));
-}
-
-void add_addresses(InternetAddressList* list, std::vector<MailAddress>& out) {
-  if (!list) return;
-  for (int i = 0; i < internet_address_list_length(list); ++i) {
-    InternetAddress* a = internet_address_list_get_address(list, i);
-    if (INTERNET_ADDRESS_IS_GROUP(a)) {
-      add_addresses(internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a)), out);
-    } else if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
-      out.push_back({valid_utf8(internet_address_get_name(a)), valid_utf8(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)))});
-    }
-  }
 }
 
 std::string decoded_content(GMimePart* part) {
@@ -276,11 +257,11 @@ ParsedMessage parse(std::string_view raw, std::vector<std::optional<ContentSpan>
   out.message_id = valid_utf8(g_mime_message_get_message_id(m));
   out.subject = valid_utf8(g_mime_message_get_subject(m));
   if (GDateTime* date = g_mime_message_get_date(m)) out.date = g_date_time_to_unix(date);
-  add_addresses(g_mime_message_get_from(m), out.from);
-  add_addresses(g_mime_message_get_sender(m), out.sender);
-  add_addresses(g_mime_message_get_reply_to(m), out.reply_to);
-  add_addresses(g_mime_message_get_to(m), out.to);
-  add_addresses(g_mime_message_get_cc(m), out.cc);
+  gmime::read_addresses(g_mime_message_get_from(m), out.from);
+  gmime::read_addresses(g_mime_message_get_sender(m), out.sender);
+  gmime::read_addresses(g_mime_message_get_reply_to(m), out.reply_to);
+  gmime::read_addresses(g_mime_message_get_to(m), out.to);
+  gmime::read_addresses(g_mime_message_get_cc(m), out.cc);
   if (const char* auto_submitted = g_mime_object_get_header(GMIME_OBJECT(m), "Auto-Submitted"))
     out.auto_submitted = g_ascii_strncasecmp(auto_submitted, "no", 2) != 0;
 

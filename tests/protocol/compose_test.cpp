@@ -131,6 +131,107 @@ TEST(Compose, TextOnlyIsASinglePart) {
   EXPECT_NE(raw.find("text/plain"), std::string::npos);
 }
 
+// compose_and_parse() gives what parse_message() gives for the composed bytes, field by field,
+// whether it read them back itself (text parts that went as they are) or had to parse them.
+struct ParseCase {
+  const char* name;
+  void (*apply)(OutgoingMessage&);
+  bool reparsed;  // the parser had to run
+};
+
+void expect_same_addresses(const std::vector<MailAddress>& a, const std::vector<MailAddress>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].name, b[i].name) << what << "[" << i << "]";
+    EXPECT_EQ(a[i].address, b[i].address) << what << "[" << i << "]";
+  }
+}
+
+class ComposeAndParse : public ::testing::TestWithParam<ParseCase> {};
+
+TEST_P(ComposeAndParse, GivesWhatTheParserGives) {
+  OutgoingMessage m = sample();
+  m.text_body = "Beste Jan,\n\nZie de bijlage.\n.Punt aan het begin\n";  // ASCII: it goes as it is
+  m.html_body = "<p>Beste Jan,</p>\n<p>Zie de bijlage: &euro;&nbsp;12.</p>";
+  GetParam().apply(m);
+  const ComposedMessage c = compose_and_parse(m);
+  EXPECT_EQ(c.raw, compose_message(m));
+  EXPECT_EQ(c.reparsed, GetParam().reparsed);
+  std::vector<std::optional<ContentSpan>> spans;
+  const ParsedMessage p = parse_message(c.raw, spans);
+  const ParsedMessage& q = c.parsed;
+  EXPECT_TRUE(p.warnings.empty()) << ::testing::PrintToString(p.warnings);
+  EXPECT_EQ(q.warnings, p.warnings);
+  EXPECT_EQ(q.message_id, p.message_id);
+  EXPECT_EQ(q.date, p.date);
+  EXPECT_EQ(q.subject, p.subject);
+  expect_same_addresses(q.from, p.from, "from");
+  expect_same_addresses(q.sender, p.sender, "sender");
+  expect_same_addresses(q.reply_to, p.reply_to, "reply_to");
+  expect_same_addresses(q.to, p.to, "to");
+  expect_same_addresses(q.cc, p.cc, "cc");
+  EXPECT_EQ(q.text_body, p.text_body);
+  EXPECT_EQ(q.html_body, p.html_body);
+  EXPECT_EQ(q.sha256_hex, p.sha256_hex);
+  EXPECT_EQ(q.auto_submitted, p.auto_submitted);
+  ASSERT_EQ(q.attachments.size(), p.attachments.size());
+  for (std::size_t i = 0; i < p.attachments.size(); ++i) {
+    EXPECT_EQ(q.attachments[i].content_type, p.attachments[i].content_type) << i;
+    EXPECT_EQ(q.attachments[i].filename, p.attachments[i].filename) << i;
+    EXPECT_EQ(q.attachments[i].content_id, p.attachments[i].content_id) << i;
+    EXPECT_EQ(q.attachments[i].inline_part, p.attachments[i].inline_part) << i;
+    EXPECT_EQ(q.attachments[i].data, p.attachments[i].data) << i;
+    EXPECT_EQ(q.attachments[i].sha256_hex, p.attachments[i].sha256_hex) << i;
+  }
+  ASSERT_EQ(c.spans.size(), spans.size());
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    ASSERT_EQ(c.spans[i].has_value(), spans[i].has_value()) << i;
+    if (!spans[i]) continue;
+    EXPECT_EQ(c.spans[i]->offset, spans[i]->offset) << i;
+    EXPECT_EQ(c.spans[i]->length, spans[i]->length) << i;
+    EXPECT_EQ(c.spans[i]->base64, spans[i]->base64) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ComposeAndParse,
+    ::testing::Values(
+        ParseCase{"sample", [](OutgoingMessage&) {}, false},
+        ParseCase{"text_only_no_newline", [](OutgoingMessage& m) { m.html_body.clear(); m.attachments.clear(); m.text_body = "a\nb"; }, false},
+        ParseCase{"text_only_crlf", [](OutgoingMessage& m) { m.html_body.clear(); m.attachments.clear(); m.text_body = "a\r\nb\r\n\r\n"; }, false},
+        ParseCase{"html_only", [](OutgoingMessage& m) { m.text_body.clear(); }, false},
+        ParseCase{"nothing", [](OutgoingMessage& m) { m.text_body.clear(); m.html_body.clear(); }, false},
+        ParseCase{"subject_spaces", [](OutgoingMessage& m) { m.subject = "  twee  spaties\tén tab  "; }, false},
+        ParseCase{"subject_ascii_spaces", [](OutgoingMessage& m) { m.subject = "  lead  two  spaces trailing "; }, false},
+        ParseCase{"subject_like_encoded_word", [](OutgoingMessage& m) { m.subject = "=?utf-8?q?boss=40trusted.nl?="; }, false},
+        ParseCase{"subject_long", [](OutgoingMessage& m) { m.subject = std::string(200, 'x') + " " + std::string(30, 'y') + " Coöperatie " + std::string(90, 'z'); }, false},
+        ParseCase{"subject_empty", [](OutgoingMessage& m) { m.subject.clear(); }, false},
+        ParseCase{"subject_not_utf8", [](OutgoingMessage& m) { m.subject = "caf\xe9 \xff"; }, false},
+        ParseCase{"names", [](OutgoingMessage& m) {
+                    m.from.name = "Info, \"de\" (Coöp) <x>";
+                    m.to = {{"Ünïcode Naam", "jan@example.nl"}, {"", "b@example.nl"}, {"a.b@c.nl", "c@example.nl"}, {" spatie ", "d@example.nl"}};
+                    for (int i = 0; i < 30; ++i) m.cc.push_back({"Lid " + std::to_string(i), "lid" + std::to_string(i) + "@example.nl"});
+                    m.reply_to.reset();
+                  }, false},
+        ParseCase{"filenames", [](OutgoingMessage& m) {
+                    m.attachments = {{"factuur 12 – juli.pdf", "Application/PDF; name=x", "a"},
+                                     {std::string(120, 'f') + ".pdf", "application/pdf", ""},
+                                     {"a \"quoted\"; b=c.txt", "text/plain", "hello\n"},
+                                     {" leading.txt", "text/plain; charset=iso-8859-1", std::string(3000, '\xff')},
+                                     {"", "application/octet-stream", "no name"}};
+                  }, false},
+        ParseCase{"filename_like_encoded_word", [](OutgoingMessage& m) { m.attachments[0].filename = "=?utf-8?q?x?=.pdf"; }, true},
+        ParseCase{"html_only_no_newline", [](OutgoingMessage& m) { m.text_body.clear(); m.attachments.clear(); m.html_body = "<p>a</p>"; }, false},
+        ParseCase{"nothing_one_part", [](OutgoingMessage& m) { m.text_body.clear(); m.html_body.clear(); m.attachments.clear(); }, false},
+        ParseCase{"auto_submitted_no", [](OutgoingMessage& m) { m.extra_headers = {{"Auto-Submitted", "no"}}; }, false},
+        ParseCase{"no_extra_headers", [](OutgoingMessage& m) { m.extra_headers.clear(); }, false},
+        ParseCase{"utf8_text", [](OutgoingMessage& m) { m.text_body = "euro \xe2\x82\xac\n"; }, true},
+        ParseCase{"from_line", [](OutgoingMessage& m) { m.html_body = "From the start\n"; }, true},
+        ParseCase{"attached_message", [](OutgoingMessage& m) {
+                    m.attachments.push_back({"fwd.eml", "message/rfc822", "Subject: fwd\r\n\r\nbody\r\n"});
+                  }, true}),
+    [](const auto& info) { return info.param.name; });
+
 struct Injection {
   const char* name;
   void (*apply)(OutgoingMessage&);
