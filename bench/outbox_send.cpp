@@ -4,7 +4,7 @@
 //
 //   mailgate_bench_outbox [--messages N] [--size BYTES] [--sessions N] [--per-connection N[,N...]]
 //                         [--fsync on|off] [--rounds N] [--timeout SECONDS] [--only smtp-source|mailgate] [--keep]
-//                         [--poll-ms N] [--pg-statements]
+//                         [--poll-ms N] [--io-threads N] [--pg-statements]
 //
 // smtp-source runs `-s SESSIONS -m N -l SIZE` twice: with -d (each session keeps its connection
 // for all its messages) and without (a new connection per message). mailgated gets a mailbox
@@ -26,6 +26,7 @@
 // --rounds N runs everything N times, alternating, and reports the median of each.
 // --keep leaves mailgated's directory (configuration, log) for inspection.
 // --poll-ms sets mailgated's [outbox] poll_interval_ms (100 here; the shipped default is 1000).
+// --io-threads sets mailgated's [daemon] io_threads (default 2, as shipped).
 // --pg-statements restarts the private PostgreSQL with pg_stat_statements and lists, after each
 // mailgated run, the statements that took PostgreSQL the most time (it costs a little: leave it
 // out for the figures).
@@ -98,6 +99,7 @@ struct Options {
   bool keep = false;
   int rounds = 1;
   int poll_ms = 100;  // mailgated's [outbox] poll_interval_ms
+  int io_threads = 2;  // mailgated's [daemon] io_threads
   bool pg_statements = false;  // load pg_stat_statements and list the daemon's costliest statements
 };
 
@@ -105,7 +107,7 @@ struct Options {
   if (!problem.empty()) std::cerr << "mailgate_bench_outbox: " << problem << "\n";
   std::cerr << "usage: mailgate_bench_outbox [--messages N] [--size BYTES] [--sessions N] [--per-connection N[,N...]]\n"
                "                             [--fsync on|off] [--rounds N] [--timeout SECONDS] [--only smtp-source|mailgate] [--keep]\n"
-               "                             [--poll-ms N] [--pg-statements]\n";
+               "                             [--poll-ms N] [--io-threads N] [--pg-statements]\n";
   std::exit(2);
 }
 
@@ -153,6 +155,8 @@ Options parse_options(int argc, char** argv) {
       o.rounds = to_int(value(), a, 1, 20);
     } else if (a == "--keep") {
       o.keep = true;
+    } else if (a == "--io-threads") {
+      o.io_threads = to_int(value(), a, 1, 64);
     } else if (a == "--poll-ms") {
       o.poll_ms = to_int(value(), a, 10, 60000);
     } else if (a == "--pg-statements") {
@@ -520,6 +524,7 @@ MailgateRun run_mailgate(test::PgCluster& pg, const Sink& sink, const Options& o
   test::DaemonProcess daemon(url, "[security]\nallow_private_hosts = true\n[outbox]\npoll_interval_ms = " + std::to_string(o.poll_ms) +
                                       "\nhelo_name = \"mailgate.bench\"\n");
   daemon.edit_config("pool_size = 2", "pool_size = 4");              // the default of config/mailgate.example.toml
+  daemon.edit_config("io_threads = 2", "io_threads = " + std::to_string(o.io_threads));
   daemon.edit_config("log_level = \"debug\"", "log_level = \"info\"");  // likewise
   leftovers.push_back(daemon.dir());
   daemon.start();

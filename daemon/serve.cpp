@@ -10,6 +10,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -79,6 +80,12 @@ int serve(const Config& config) {
   // Before the io_context: coroutines it destroys at the end may still hold or wait for a slot.
   GraphSlots graph_slots(config.graph.max_concurrent_per_mailbox);
   asio::io_context io(config.daemon.io_threads);
+  // The outbox has an event loop and a thread of its own. On the shared loop its strand moved
+  // between the io threads, and every hand-over woke the other thread: a fifth of its CPU went
+  // to that (bench/README.md). It shares nothing with the loop but thread-safe parts (the store,
+  // Graph's tokens and slots, which post to their own strands).
+  asio::io_context outbox_io(1);
+  auto outbox_io_work = asio::make_work_guard(outbox_io);
   Store store(config.database);
   Metrics metrics;
   metrics.gauge("mailgate_db_pool_size", "Connections in the database pool.", [&] { return store.size(); });
@@ -98,7 +105,7 @@ int serve(const Config& config) {
   HttpServer http(io, config.http, router, metrics);
   MailboxSupervisor mailboxes(io, services);
   GraphSupervisor graph_mailboxes(io, services);
-  OutboxWorker outbox(io, services);
+  OutboxWorker outbox(outbox_io, services);
   SmtpServer smtp(io, services);
   services.outbox_wake = [&outbox] { outbox.wake(); };
   // Rows that others queue (another daemon, a script): at once, not at the next poll.
@@ -193,9 +200,14 @@ int serve(const Config& config) {
   });
 
   std::vector<std::thread> threads;
+  std::thread outbox_thread([&] { outbox_io.run(); });
   for (int i = 1; i < config.daemon.io_threads; ++i) threads.emplace_back([&] { io.run(); });
   io.run();
   for (auto& t : threads) t.join();
+  // The outbox was told to stop with the rest; what it has not recorded is sent again after
+  // its lease (store/outbox.hpp), as when the daemon is killed.
+  outbox_io.stop();
+  outbox_thread.join();
   return exit_code;
 }
 

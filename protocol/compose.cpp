@@ -169,10 +169,17 @@ std::string compose(const OutgoingMessage& m, bool& as_is) {
 // `text` in CRLF lines, as the 7bit part carries it (GMime's DOS newline filter).
 std::string crlf_lines(const std::string& text) {
   std::string out;
-  out.reserve(text.size() + text.size() / 32);
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) out += '\r';
-    out += text[i];
+  out.reserve(text.size() + text.size() / 32 + 2);
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t lf = text.find('\n', at);
+    if (lf == std::string::npos) {
+      out.append(text, at, std::string::npos);
+      break;
+    }
+    out.append(text, at, lf - at);
+    if (lf == 0 || text[lf - 1] != '\r') out += '\r';
+    out += '\n';
+    at = lf + 1;
   }
   return out;
 }
