@@ -23,19 +23,18 @@ std::vector<MailAddress> plain_addresses(const std::vector<std::string>& list) {
   return out;
 }
 
-// Due rows of a mailbox, oldest first, with what they weigh: the composed bytes, or the bodies
-// and attachments still to be composed.
+// Due rows of a mailbox, oldest first, locked and loaded in one statement, each with what it
+// weighs: the composed bytes, or the bodies and attachments still to be composed.
 constexpr const char* kLockDue =
-    "SELECT o.id, coalesce(octet_length(o.raw), octet_length(o.text_body) + coalesce(octet_length(o.html_body), 0) + "
-    "  coalesce((SELECT sum(octet_length(a.data)) FROM outbox_attachments a WHERE a.outbox_id = o.id), 0))::bigint "
-    "FROM outbox o WHERE o.mailbox_id = $1 AND o.state IN ('queued', 'retrying') AND o.next_attempt_at <= now() "
-    "ORDER BY o.id LIMIT $2 FOR UPDATE SKIP LOCKED";
-constexpr const char* kLoad =
     "SELECT o.id, o.mailbox_id, coalesce(o.from_address, m.address), CASE WHEN o.from_address IS NULL THEN m.display_name ELSE o.from_name END, "
     "o.reply_to, o.to_addresses, o.cc_addresses, o.bcc_addresses, o.subject, o.text_body, coalesce(o.html_body, ''), o.message_id, "
     "extract(epoch FROM o.created_at)::bigint, o.raw, o.kind, "
-    "EXISTS (SELECT 1 FROM outbox_attachments a WHERE a.outbox_id = o.id) "
-    "FROM outbox o JOIN mailboxes m ON m.id = o.mailbox_id WHERE o.id = ANY($1::bigint[]) ORDER BY o.id";
+    "EXISTS (SELECT 1 FROM outbox_attachments a WHERE a.outbox_id = o.id), "
+    "coalesce(octet_length(o.raw), octet_length(o.text_body) + coalesce(octet_length(o.html_body), 0) + "
+    "  coalesce((SELECT sum(octet_length(a.data)) FROM outbox_attachments a WHERE a.outbox_id = o.id), 0))::bigint "
+    "FROM outbox o JOIN mailboxes m ON m.id = o.mailbox_id "
+    "WHERE o.mailbox_id = $1 AND o.state IN ('queued', 'retrying') AND o.next_attempt_at <= now() "
+    "ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED";
 constexpr const char* kLoadAttachments =
     "SELECT outbox_id, filename, content_type, data FROM outbox_attachments WHERE outbox_id = ANY($1::bigint[]) ORDER BY outbox_id, position";
 constexpr const char* kStartSending =
@@ -136,22 +135,18 @@ void outbox_release(pqxx::dbtransaction& tx, const std::vector<std::int64_t>& id
 }
 
 std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mailbox_id, int limit, std::size_t max_bytes) {
-  // First only ids and sizes, so that the rows past the byte budget are never read.
-  std::vector<std::int64_t> ids;
-  std::size_t bytes = 0;
-  for (const auto& r : exec_prepared(tx, "outbox_lock_due", kLockDue, mailbox_id, limit)) {
-    const auto size = r[1].as<std::int64_t>();
-    if (!ids.empty() && bytes + static_cast<std::size_t>(size) > max_bytes) break;
-    ids.push_back(r[0].as<std::int64_t>());
-    bytes += static_cast<std::size_t>(size);
-  }
-  if (ids.empty()) return {};
-  // Rows past the budget stay locked until the commit and are not claimed: the next chunk takes them.
-  const std::string list = sql_id_array(ids);
+  // One statement locks and loads up to `limit` rows; those past the byte budget are dropped here
+  // (their bodies were read for nothing, their attachments are not) and stay locked until the
+  // commit without being claimed: the next chunk takes them.
   std::vector<OutboxRow> rows;
+  std::vector<std::int64_t> ids;
   std::map<std::int64_t, std::size_t> index;
+  std::size_t bytes = 0;
   bool attachments = false;
-  for (const auto& r : exec_prepared(tx, "outbox_load", kLoad, list)) {
+  for (const auto& r : exec_prepared(tx, "outbox_lock_due_load", kLockDue, mailbox_id, limit)) {
+    const auto size = static_cast<std::size_t>(r[16].as<std::int64_t>());
+    if (!rows.empty() && bytes + size > max_bytes) break;
+    bytes += size;
     OutboxRow row;
     row.id = r[0].as<std::int64_t>();
     row.mailbox_id = r[1].as<std::int64_t>();
@@ -175,15 +170,18 @@ std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mai
       m.extra_headers.push_back({"Auto-Submitted", "auto-replied"});
     else if (kind != "message")
       m.extra_headers.push_back({"Auto-Submitted", "auto-generated"});
-    attachments = attachments || (!row.raw && r[15].as<bool>());
+    if (!row.raw && r[15].as<bool>()) {
+      attachments = true;
+      ids.push_back(row.id);  // only rows still to be composed need theirs
+    }
     index[row.id] = rows.size();
     rows.push_back(std::move(row));
   }
-  if (attachments)  // only rows still to be composed need theirs
+  const std::string list = sql_id_array(ids);
+  if (attachments)
     for (const auto& a : exec_prepared(tx, "outbox_load_attachments", kLoadAttachments, list)) {
       auto& row = rows[index.at(a[0].as<std::int64_t>())];
-      if (!row.raw)
-        row.message.attachments.push_back({a[1].as<std::string>(), a[2].as<std::string>(), pqxx::binarystring(a[3]).str()});
+      row.message.attachments.push_back({a[1].as<std::string>(), a[2].as<std::string>(), pqxx::binarystring(a[3]).str()});
     }
   return rows;
 }

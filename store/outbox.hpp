@@ -92,8 +92,9 @@ struct OutboxRow {
   std::vector<std::string> recipients() const;  // To, Cc and Bcc addresses
 };
 // Locks up to `limit` due rows of the mailbox (FOR UPDATE SKIP LOCKED, oldest first, at most
-// about `max_bytes` of content but at least one row) and loads them with their attachments: two
-// SELECTs. Nothing changes until outbox_start_sending() in the same transaction.
+// about `max_bytes` of content but at least one row) and loads them: one SELECT, and one more for
+// the attachments of rows that have any. Nothing changes until outbox_start_sending() in the same
+// transaction.
 std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mailbox_id, int limit, std::size_t max_bytes);
 
 // Claims locked rows in one UPDATE: 'sending', lease set, attempts + 1. The composed bytes are
