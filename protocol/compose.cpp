@@ -103,9 +103,8 @@ std::string boundary_for(const std::string& message_id, const char* part) {
   return "=_mg_" + sha256_hex(message_id + "/" + part).substr(0, 24);
 }
 
-// The composed bytes; `as_is`: whether every text part went as it is (plain_7bit).
-std::string compose(const OutgoingMessage& m, bool& as_is) {
-  gmime::init();
+// What composing refuses, before anything is built (ComposeError names the field).
+void check_message(const OutgoingMessage& m) {
   check_address("from", m.from);
   if (m.reply_to) check_address("reply_to", *m.reply_to);
   check_header("subject", m.subject);
@@ -116,7 +115,15 @@ std::string compose(const OutgoingMessage& m, bool& as_is) {
     check_header("header " + name, name);
     check_header("header " + name, value);
   }
+  for (std::size_t i = 0; i < m.to.size(); ++i) check_address("to[" + std::to_string(i) + "]", m.to[i]);
+  for (std::size_t i = 0; i < m.cc.size(); ++i) check_address("cc[" + std::to_string(i) + "]", m.cc[i]);
+}
 
+// The composed bytes through GMime's object tree; `as_is`: whether every text part went as it
+// is (plain_7bit).
+std::string compose(const OutgoingMessage& m, bool& as_is) {
+  gmime::init();
+  check_message(m);
   Ptr<GMimeMessage> msg(g_mime_message_new(TRUE));
   add_addresses(msg.get(), GMIME_ADDRESS_TYPE_FROM, {m.from}, "from");
   if (m.reply_to) add_addresses(msg.get(), GMIME_ADDRESS_TYPE_REPLY_TO, {*m.reply_to}, "reply_to");
@@ -165,6 +172,100 @@ std::string compose(const OutgoingMessage& m, bool& as_is) {
   g_free(s);
   return out;
 }
+
+std::string crlf_lines(const std::string& text);
+bool iequals(std::string_view a, std::string_view b);
+
+// Appends a header as GMime formats it ("\n" line ends, folds included) in CRLF lines.
+void append_header(std::string& out, const char* formatted) {
+  const std::size_t start = out.size();
+  for (const char* c = formatted; *c; ++c) {
+    if (*c == '\n') out += '\r';
+    out += *c;
+  }
+  if (out.size() == start || out.back() != '\n') out += "\r\n";
+}
+
+void address_header(std::string& out, const char* name, const std::vector<MailAddress>& list) {
+  if (list.empty()) return;  // GMime leaves out a header without addresses
+  Ptr<InternetAddressList> addresses(internet_address_list_new());
+  for (const auto& a : list) {
+    Ptr<InternetAddress> ia(internet_address_mailbox_new(a.name.c_str(), a.address.c_str()));
+    internet_address_list_add(addresses.get(), ia.get());
+  }
+  GString* line = g_string_new(name);
+  g_string_append(line, ": ");
+  internet_address_list_encode(addresses.get(), nullptr, line);
+  append_header(out, line->str);
+  g_string_free(line, TRUE);
+}
+
+// An unstructured header (Subject, Auto-Submitted, ...): RFC 2047 words where needed, folded.
+void text_header(std::string& out, const std::string& name, const std::string& value) {
+  char* encoded = g_mime_utils_header_encode_text(nullptr, value.c_str(), "utf-8");
+  const std::string line = name + ": " + encoded;
+  g_free(encoded);
+  char* folded = g_mime_utils_unstructured_header_fold(nullptr, nullptr, line.c_str());
+  append_header(out, folded);
+  g_free(folded);
+}
+
+void text_part_bytes(std::string& out, const char* subtype, const std::string& body) {
+  out += "Content-Type: text/";
+  out += subtype;
+  out += "; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n";
+  out += crlf_lines(body);
+}
+
+}  // namespace
+
+// Written here instead of through a GMimeMessage tree: building and freeing that tree was most of
+// composing. The headers are still GMime's (its address, RFC 2047 and folding functions), in the
+// order GMime writes them.
+
+std::optional<std::string> compose_message_direct(const OutgoingMessage& m) {
+  if (!m.attachments.empty()) return std::nullopt;
+  const bool text = !m.text_body.empty() || m.html_body.empty(), html = !m.html_body.empty();
+  if ((text && !plain_7bit(m.text_body)) || (html && !plain_7bit(m.html_body))) return std::nullopt;
+  for (const auto& [name, value] : m.extra_headers)  // the order of these is GMime's own
+    if (iequals(name, "Date") || iequals(name, "From") || iequals(name, "Reply-To") || iequals(name, "Subject") || iequals(name, "Sender") ||
+        iequals(name, "To") || iequals(name, "Cc") || iequals(name, "Bcc") || iequals(name, "Message-Id") || iequals(name, "MIME-Version") ||
+        iequals(name, "Return-Path") || iequals(name, "Received") || g_ascii_strncasecmp(name.c_str(), "Content-", 8) == 0)
+      return std::nullopt;
+  gmime::init();
+  check_message(m);
+  std::string out;
+  out.reserve(512 + m.text_body.size() + m.html_body.size() + (m.text_body.size() + m.html_body.size()) / 32);
+  GDateTime* date = g_date_time_new_from_unix_utc(m.date);
+  char* formatted = g_mime_utils_header_format_date(date);
+  g_date_time_unref(date);
+  out += "Date: ";
+  out += formatted;
+  out += "\r\n";
+  g_free(formatted);
+  address_header(out, "From", {m.from});
+  if (m.reply_to) address_header(out, "Reply-To", {*m.reply_to});
+  text_header(out, "Subject", m.subject);
+  address_header(out, "To", m.to);
+  address_header(out, "Cc", m.cc);
+  out += "Message-Id: <" + m.message_id + ">\r\n";
+  for (const auto& [name, value] : m.extra_headers) text_header(out, name, value);
+  out += "MIME-Version: 1.0\r\n";
+  if (text && html) {
+    const std::string boundary = boundary_for(m.message_id, "alternative");
+    out += "Content-Type: multipart/alternative; boundary=\"" + boundary + "\"\r\n\r\n--" + boundary + "\r\n";
+    text_part_bytes(out, "plain", m.text_body);
+    out += "\r\n--" + boundary + "\r\n";
+    text_part_bytes(out, "html", m.html_body);
+    out += "\r\n--" + boundary + "--\r\n";
+  } else {
+    text_part_bytes(out, text ? "plain" : "html", text ? m.text_body : m.html_body);
+    if (out.back() != '\n') out += "\r\n";  // a message ends in a line break
+  }
+  return out;
+}
+
+namespace {
 
 // `text` in CRLF lines, as the 7bit part carries it (GMime's DOS newline filter).
 std::string crlf_lines(const std::string& text) {
@@ -307,14 +408,23 @@ bool parse_own(const OutgoingMessage& m, ComposedMessage& out) {
 }  // namespace
 
 std::string compose_message(const OutgoingMessage& m) {
+  if (auto direct = compose_message_direct(m)) return std::move(*direct);
+  bool as_is = false;
+  return compose(m, as_is);
+}
+
+std::string compose_message_with_gmime(const OutgoingMessage& m) {
   bool as_is = false;
   return compose(m, as_is);
 }
 
 ComposedMessage compose_and_parse(const OutgoingMessage& m) {
   ComposedMessage out;
-  bool as_is = false;
-  out.raw = compose(m, as_is);
+  bool as_is = true;  // what compose_direct() writes goes as it is
+  if (auto direct = compose_message_direct(m))
+    out.raw = std::move(*direct);
+  else
+    out.raw = compose(m, as_is);
   if (!as_is || !parse_own(m, out)) {
     out.spans.clear();
     out.parsed = parse_message(out.raw, out.spans);

@@ -131,6 +131,64 @@ TEST(Compose, TextOnlyIsASinglePart) {
   EXPECT_NE(raw.find("text/plain"), std::string::npos);
 }
 
+// compose_message() writes the common case itself: the same bytes as GMime's object tree.
+struct DirectCase {
+  const char* name;
+  void (*apply)(OutgoingMessage&);
+  bool direct;  // the direct writer covers it
+};
+
+class ComposeDirect : public ::testing::TestWithParam<DirectCase> {};
+
+TEST_P(ComposeDirect, WritesWhatGMimeWrites) {
+  OutgoingMessage m = sample();
+  m.attachments.clear();
+  m.text_body = "Beste Jan,\n\nZie de bijlage.\n.Punt aan het begin\n";
+  m.html_body = "<p>Beste Jan,</p>\n<p>Zie de bijlage: &euro;&nbsp;12.</p>";
+  GetParam().apply(m);
+  const auto direct = compose_message_direct(m);
+  ASSERT_EQ(direct.has_value(), GetParam().direct);
+  const std::string reference = compose_message_with_gmime(m);
+  EXPECT_EQ(compose_message(m), reference);
+  if (direct) {
+    EXPECT_EQ(*direct, reference);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ComposeDirect,
+    ::testing::Values(
+        DirectCase{"text_and_html", [](OutgoingMessage&) {}, true},
+        DirectCase{"text_only", [](OutgoingMessage& m) { m.html_body.clear(); }, true},
+        DirectCase{"text_no_newline", [](OutgoingMessage& m) { m.html_body.clear(); m.text_body = "a\nb"; }, true},
+        DirectCase{"text_crlf_and_blank_lines", [](OutgoingMessage& m) { m.html_body = "x"; m.text_body = "a\r\nb\r\n\r\n\n"; }, true},
+        DirectCase{"html_only", [](OutgoingMessage& m) { m.text_body.clear(); }, true},
+        DirectCase{"html_only_no_newline", [](OutgoingMessage& m) { m.text_body.clear(); m.html_body = "<p>a</p>"; }, true},
+        DirectCase{"empty_bodies", [](OutgoingMessage& m) { m.text_body.clear(); m.html_body.clear(); }, true},
+        DirectCase{"long_lines", [](OutgoingMessage& m) { m.text_body = std::string(998, 'b') + "\n" + std::string(500, 'c'); }, true},
+        DirectCase{"subject_spaces", [](OutgoingMessage& m) { m.subject = "  twee  spaties\tén tab  "; }, true},
+        DirectCase{"subject_ascii", [](OutgoingMessage& m) { m.subject = "Nieuwsbrief december"; }, true},
+        DirectCase{"subject_like_encoded_word", [](OutgoingMessage& m) { m.subject = "=?utf-8?q?boss=40trusted.nl?="; }, true},
+        DirectCase{"subject_long_ascii", [](OutgoingMessage& m) { m.subject = std::string(60, 'a') + " " + std::string(30, 'b') + " " + std::string(100, 'c') + " d e"; }, true},
+        DirectCase{"subject_long_unicode", [](OutgoingMessage& m) { m.subject = "Coöperatie € " + std::string(50, 'x') + " — Zon " + std::string(70, 'y') + " é"; }, true},
+        DirectCase{"subject_empty", [](OutgoingMessage& m) { m.subject.clear(); }, true},
+        DirectCase{"subject_not_utf8", [](OutgoingMessage& m) { m.subject = "caf\xe9 \xff"; }, true},
+        DirectCase{"names", [](OutgoingMessage& m) {
+                     m.from.name = "Info, \"de\" (Coöp) <x>";
+                     m.to = {{"Ünïcode Naam", "jan@example.nl"}, {"", "b@example.nl"}, {"a.b@c.nl", "c@example.nl"}, {" spatie ", "d@example.nl"}};
+                     for (int i = 0; i < 30; ++i) m.cc.push_back({"Lid " + std::to_string(i), "lid" + std::to_string(i) + "@example.nl"});
+                     m.reply_to.reset();
+                   }, true},
+        DirectCase{"no_to", [](OutgoingMessage& m) { m.to.clear(); m.cc.clear(); }, true},
+        DirectCase{"long_message_id", [](OutgoingMessage& m) { m.message_id = std::string(90, 'i') + "@" + std::string(40, 'd') + ".nl"; }, true},
+        DirectCase{"extra_headers", [](OutgoingMessage& m) { m.extra_headers = {{"Auto-Submitted", "auto-replied"}, {"X-Mailgate", "één " + std::string(90, 'z')}}; }, true},
+        DirectCase{"no_extra_headers", [](OutgoingMessage& m) { m.extra_headers.clear(); }, true},
+        DirectCase{"utf8_text", [](OutgoingMessage& m) { m.text_body = "euro \xe2\x82\xac\n"; }, false},
+        DirectCase{"from_line", [](OutgoingMessage& m) { m.html_body = "From the start\n"; }, false},
+        DirectCase{"attachment", [](OutgoingMessage& m) { m.attachments = sample().attachments; }, false},
+        DirectCase{"extra_header_gmime_orders", [](OutgoingMessage& m) { m.extra_headers = {{"Cc", "x@example.nl"}}; }, false}),
+    [](const auto& info) { return info.param.name; });
+
 // compose_and_parse() gives what parse_message() gives for the composed bytes, field by field,
 // whether it read them back itself (text parts that went as they are) or had to parse them.
 struct ParseCase {
