@@ -115,6 +115,15 @@ struct Pending {
   R value{};
 };
 
+// Where a session at its messages-per-connection limit leaves the next one (OutboxWorker::Impl::
+// connection): its first chunk and the mailbox's settings, both being read, and the last chunk's
+// outcomes, committing.
+struct SessionEnd {
+  std::shared_ptr<Pending<Chunk>> successor;
+  std::shared_ptr<Pending<SendSettings>> settings;
+  std::shared_ptr<Pending<std::size_t>> recording;
+};
+
 }  // namespace
 
 struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
@@ -313,23 +322,36 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     co_return failure;
   }
 
+  // settle(), logging a failure; nothing to wait for when `recording` is null.
+  awaitable<void> settle_logged(std::int64_t mailbox, std::shared_ptr<Pending<std::size_t>> recording) {
+    if (!recording) co_return;
+    auto settled = settle(std::move(recording));
+    if (auto failed = co_await std::move(settled))
+      spdlog::warn("event=outbox_record_failed mailbox={} reason=\"{}\" action=\"rows left sending are retried after their lease\"", mailbox,
+                   *failed);
+  }
+
   // Sessions one after the other while each ends at the mailbox's messages per connection and
-  // more rows are due: the next session's first chunk is claimed while the last one's outcomes
-  // commit and it says QUIT, and no new look at the queue (dispatch) is needed between them. The
-  // mailbox's settings are read again for each session, as dispatch() would: a mailbox made
-  // inactive, or given a new password, during a mailing is honoured from its next session on.
+  // more rows are due: the next session's first chunk is claimed, and the mailbox's settings read
+  // again, while the last one says QUIT; its last chunk's outcomes commit while the next session
+  // sends (as a chunk's do within a session), and no new look at the queue (dispatch) is needed
+  // between them. The settings are read again for each session, as dispatch() would: a mailbox
+  // made inactive, or given a new password, during a mailing is honoured from its next session on.
   awaitable<void> connection(std::shared_ptr<const SendSettings> settings) {
     auto self = shared_from_this();
     const auto mailbox = settings->id;
     std::shared_ptr<Pending<Chunk>> first;
+    std::shared_ptr<Pending<std::size_t>> recording;
     for (;;) {
-      auto one = session(settings, std::move(first));
-      first = co_await std::move(one);
+      auto one = session(settings, std::move(first), std::move(recording));
+      SessionEnd end = co_await std::move(one);
+      first = std::move(end.successor);
+      recording = std::move(end.recording);
       if (!first || stopping) break;
       std::optional<std::string> failure;
       const int limit_before = settings->max_per_connection;
       try {
-        auto load = store_transact(s.store, [&secrets = s.secrets, mailbox](pqxx::work& tx) { return load_send_settings(tx, secrets, mailbox); });
+        auto load = finish(std::move(end.settings));
         settings = std::make_shared<const SendSettings>(co_await std::move(load));
       } catch (const std::exception& e) {
         failure = e.what();
@@ -345,10 +367,17 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
         break;  // the claimed rows go back; dispatch() decides what happens to them
       }
     }
+    auto settled = settle_logged(mailbox, std::move(recording));
+    co_await std::move(settled);
     if (first) {  // the rows claimed for a session that will not be go back to the queue
       auto back = give_back(mailbox, std::move(first));
       co_await std::move(back);
     }
+  }
+
+  awaitable<SendSettings> read_settings(std::int64_t mailbox) {
+    auto load = store_transact(s.store, [&secrets = s.secrets, mailbox](pqxx::work& tx) { return load_send_settings(tx, secrets, mailbox); });
+    co_return co_await std::move(load);
   }
 
   // The chunk a claim gave; nothing (logged) when the claim failed.
@@ -390,22 +419,30 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
   // outcomes commit and chunk n+1 is claimed and composed, so neither PostgreSQL's commit nor the
   // composition stops the connection (store/outbox.hpp: what that means for duplicates).
   // `first`: the first chunk, already being claimed by the session before; without it the
-  // first chunk is claimed while the connection opens. Returns the next session's first chunk,
-  // being claimed, when this one stopped at the limit.
-  awaitable<std::shared_ptr<Pending<Chunk>>> session(std::shared_ptr<const SendSettings> settings, std::shared_ptr<Pending<Chunk>> first) {
+  // first chunk is claimed while the connection opens. `recording`: the session before's last
+  // chunk, committing. Returns, when this one stopped at the limit, what the next session starts
+  // from (SessionEnd); else nothing, its last commit done.
+  awaitable<SessionEnd> session(std::shared_ptr<const SendSettings> settings, std::shared_ptr<Pending<Chunk>> first,
+                                std::shared_ptr<Pending<std::size_t>> recording) {
     auto self = shared_from_this();
     const auto mailbox = settings->id;
     const auto lease = s.config.outbox.lease;
     const int limit = settings->max_per_connection, per_minute = settings->max_per_minute;
     // The first chunk; no more rows than the per-minute limit lets go now (but one at least).
     auto first_size = [&] { return std::min({outbox_chunk_rows, limit, std::max(1, rate_room(mailbox, per_minute))}); };
-    const bool prefetched = first != nullptr;
+    // Claimed already: no connection is opened when nothing was left; still being claimed: the
+    // connection opens meanwhile.
+    const bool prefetched = first != nullptr && first->done;
     std::optional<Chunk> taken_first;
-    if (prefetched) {  // claimed meanwhile: no connection is opened when nothing was left
+    if (prefetched) {
       auto take = taken(mailbox, std::move(first));
       taken_first = co_await std::move(take);
-      if (!taken_first || taken_first->rows.empty()) co_return nullptr;
-    } else {
+      if (!taken_first || taken_first->rows.empty()) {
+        auto inherited = settle_logged(mailbox, std::move(recording));
+        co_await std::move(inherited);
+        co_return SessionEnd{};
+      }
+    } else if (!first) {
       first = start(prepare_chunk(mailbox, first_size()));
     }
 
@@ -426,7 +463,9 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
           if (!open_failure) co_await client->quit();
           transports.erase(client);
         }
-        co_return nullptr;
+        auto inherited = settle_logged(mailbox, std::move(recording));
+        co_await std::move(inherited);
+        co_return SessionEnd{};
       }
     }
     Chunk chunk = std::move(*taken_first);
@@ -438,14 +477,16 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       auto outcomes = std::make_shared<ChunkOutcomes>();
       for (const auto& row : chunk.rows)
         outcomes->failed.push_back(failed_row(row.id, *open_failure));
+      auto inherited = settle_logged(mailbox, std::move(recording));
+      co_await std::move(inherited);
       auto record = record_chunk(mailbox, outcomes);
       co_await std::move(record);
       if (client) transports.erase(client);
-      co_return nullptr;
+      co_return SessionEnd{};
     }
 
     std::shared_ptr<Pending<Chunk>> next;                // the chunk after this one, being taken
-    std::shared_ptr<Pending<std::size_t>> recording;     // the previous chunk's outcomes, committing
+    // `recording`: the previous chunk's outcomes, committing (at first the session before's)
     std::optional<std::string> store_failure;            // a commit failed: stop after this chunk
     auto lease_from = chunk.claimed_at;                   // the oldest lease start of the rows held
     std::optional<std::chrono::steady_clock::time_point> next_extended;
@@ -558,27 +599,21 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       claimed += static_cast<int>(taken->rows.size());
       chunk = std::move(*taken);
     }
-    // At the limit with the connection fine: the next session's first chunk is claimed while
-    // this one's outcomes commit and it says QUIT.
-    std::shared_ptr<Pending<Chunk>> successor;
-    if (claimed >= limit && !store_failure && !stopping && client->usable())
-      successor = start(prepare_chunk(mailbox, first_size()));
-    if (recording) {
-      auto settled = settle(std::move(recording));
-      if (auto failed = co_await std::move(settled)) {
-        spdlog::warn("event=outbox_record_failed mailbox={} reason=\"{}\" action=\"rows left sending are retried after their lease\"", mailbox,
-                     *failed);
-        store_failure = failed;
-      }
+    // At the limit with the connection fine: the next session's first chunk is claimed, and the
+    // mailbox's settings read, while this one says QUIT; its last outcomes commit meanwhile and
+    // the next session awaits them (a failure ends that one after its first chunk).
+    SessionEnd end;
+    if (claimed >= limit && !store_failure && !stopping && client->usable()) {
+      end.successor = start(prepare_chunk(mailbox, first_size()));
+      end.settings = start(read_settings(mailbox));
+      end.recording = std::move(recording);
+    } else {
+      auto settled = settle_logged(mailbox, std::move(recording));
+      co_await std::move(settled);
     }
     co_await client->quit();
     transports.erase(client);
-    if (successor && store_failure) {  // the database is in trouble: the claimed rows go back
-      auto back = give_back(mailbox, std::move(successor));
-      co_await std::move(back);
-      successor.reset();
-    }
-    co_return successor;
+    co_return end;
   }
 
   static OutboxFailed failed_row(std::int64_t id, const TransportFailure& f) {
