@@ -9,8 +9,8 @@
 // than 20 per session), sends them one by one within send_max_per_minute (counted per mailbox
 // across its connections), records each chunk's outcomes in one transaction, and says QUIT.
 // While one chunk is on the wire the previous chunk's outcomes commit and the next chunk is taken,
-// so the SMTP session does not wait for PostgreSQL. Every row is composed once and keeps its
-// bytes and Message-ID for all attempts.
+// so the SMTP session does not wait for PostgreSQL. Every attempt at a row composes the same bytes
+// with the same Message-ID. daemon/serve.cpp runs the worker on an event loop and thread of its own.
 //
 // A "connection" is one SMTP session, or for the HTTP transports a run of API requests over the
 // shared keep-alive client; Microsoft 365 mailboxes get at most [graph] max_concurrent_per_mailbox
@@ -22,7 +22,7 @@
 // size limit) -> failed with the server's reply. A Retry-After from the provider puts the row's
 // next attempt no sooner than it says, and no new connection of that mailbox starts before then.
 // Messages the server accepted whose chunk had not committed when the daemon died are sent again
-// after the lease, with the same bytes and Message-ID: at most two chunks per connection
+// after the lease, with the same bytes and Message-ID: at most two chunks per connection slot
 // (store/outbox.hpp, "Duplicates").
 #pragma once
 #include <cstdint>

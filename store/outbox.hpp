@@ -17,10 +17,10 @@
 // is sent again -- with the same bytes (composed again from the row: the Message-ID, the Date and
 // the multipart boundaries are fixed by the row) and the same Message-ID, so a receiver can
 // recognise it.
-// The worker sends the next chunk while the previous one commits, so per SMTP connection at most
-// two chunks (2 x outbox_chunk_rows messages, never more than the mailbox's messages per
-// connection) can be accepted by the server without their outcome committed; those are the
-// messages that may arrive twice. Nothing is ever lost: a row leaves 'sending' only by a commit
+// The worker sends the next chunk while the previous one commits (across chained connections
+// too: a connection's last chunk commits while the next connection sends), so per connection slot
+// of a mailbox at most two chunks (2 x outbox_chunk_rows messages) can be accepted by the server
+// without their outcome committed; those are the messages that may arrive twice. Nothing is ever lost: a row leaves 'sending' only by a commit
 // that records its outcome, by outbox_release() or by outbox_recover().
 //
 // States: queued -> sending -> sent | retrying (-> sending ...) | failed; queued/retrying/failed
