@@ -222,7 +222,6 @@ void text_part_bytes(std::string& out, const char* subtype, const std::string& b
 // Written here instead of through a GMimeMessage tree: building and freeing that tree was most of
 // composing. The headers are still GMime's (its address, RFC 2047 and folding functions), in the
 // order GMime writes them.
-
 std::optional<std::string> compose_message_direct(const OutgoingMessage& m) {
   if (!m.attachments.empty()) return std::nullopt;
   const bool text = !m.text_body.empty() || m.html_body.empty(), html = !m.html_body.empty();
