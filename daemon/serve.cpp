@@ -82,8 +82,9 @@ int serve(const Config& config) {
   asio::io_context io(config.daemon.io_threads);
   // The outbox has an event loop and a thread of its own. On the shared loop its strand moved
   // between the io threads, and every hand-over woke the other thread: bench/run-outbox measured
-  // 0.34 ms of mailgated's CPU per message on the shared loop, 0.28 ms on its own (bench/README.md). It shares nothing with the loop but thread-safe parts (the store,
-  // Graph's tokens and slots, which post to their own strands).
+  // 0.34 ms of mailgated's CPU per message on the shared loop, 0.28 ms on its own
+  // (bench/README.md). It shares nothing with the main loop but thread-safe parts: the store, and
+  // Graph's tokens and slots, which post to their own strands. Declared before the Store, as `io`.
   asio::io_context outbox_io(1);
   auto outbox_io_work = asio::make_work_guard(outbox_io);
   Store store(config.database);
