@@ -25,13 +25,41 @@ void check_address(const std::string& field, const MailAddress& a) {
     throw ComposeError(field, field + " is not an e-mail address: " + a.address);
 }
 
-void add_addresses(GMimeMessage* msg, GMimeAddressType type, const std::vector<MailAddress>& list, const std::string& field) {
-  InternetAddressList* target = g_mime_message_get_addresses(msg, type);
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    check_address(field + "[" + std::to_string(i) + "]", list[i]);
-    Ptr<InternetAddress> a(internet_address_mailbox_new(list[i].name.c_str(), list[i].address.c_str()));
-    internet_address_list_add(target, a.get());
+// `list` as GMime's (checked before: check_message()).
+Ptr<InternetAddressList> address_list(const std::vector<MailAddress>& list) {
+  Ptr<InternetAddressList> out(internet_address_list_new());
+  for (const auto& a : list) {
+    Ptr<InternetAddress> ia(internet_address_mailbox_new(a.name.c_str(), a.address.c_str()));
+    internet_address_list_add(out.get(), ia.get());
   }
+  return out;
+}
+
+void add_addresses(GMimeMessage* msg, GMimeAddressType type, const std::vector<MailAddress>& list) {
+  if (list.empty()) return;  // appending even nothing would make GMime write an empty header
+  internet_address_list_append(g_mime_message_get_addresses(msg, type), address_list(list).get());
+}
+
+// `text` in CRLF lines, as a 7bit part carries it (GMime's DOS newline filter).
+std::string crlf_lines(const std::string& text) {
+  std::string out;
+  out.reserve(text.size() + text.size() / 32 + 2);
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t lf = text.find('\n', at);
+    if (lf == std::string::npos) {
+      out.append(text, at, std::string::npos);
+      break;
+    }
+    out.append(text, at, lf - at);
+    if (lf == 0 || text[lf - 1] != '\r') out += '\r';
+    out += '\n';
+    at = lf + 1;
+  }
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && g_ascii_strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 // Whether GMime would send `text` as it is (7bit): ASCII without NUL or a bare CR, no line
@@ -125,10 +153,10 @@ std::string compose(const OutgoingMessage& m, bool& as_is) {
   gmime::init();
   check_message(m);
   Ptr<GMimeMessage> msg(g_mime_message_new(TRUE));
-  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_FROM, {m.from}, "from");
-  if (m.reply_to) add_addresses(msg.get(), GMIME_ADDRESS_TYPE_REPLY_TO, {*m.reply_to}, "reply_to");
-  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_TO, m.to, "to");
-  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_CC, m.cc, "cc");
+  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_FROM, {m.from});
+  if (m.reply_to) add_addresses(msg.get(), GMIME_ADDRESS_TYPE_REPLY_TO, {*m.reply_to});
+  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_TO, m.to);
+  add_addresses(msg.get(), GMIME_ADDRESS_TYPE_CC, m.cc);
   g_mime_message_set_subject(msg.get(), m.subject.c_str(), "utf-8");
   g_mime_message_set_message_id(msg.get(), m.message_id.c_str());
   GDateTime* date = g_date_time_new_from_unix_utc(m.date);
@@ -173,9 +201,6 @@ std::string compose(const OutgoingMessage& m, bool& as_is) {
   return out;
 }
 
-std::string crlf_lines(const std::string& text);
-bool iequals(std::string_view a, std::string_view b);
-
 // Appends a header as GMime formats it ("\n" line ends, folds included) in CRLF lines.
 void append_header(std::string& out, const char* formatted) {
   const std::size_t start = out.size();
@@ -188,11 +213,7 @@ void append_header(std::string& out, const char* formatted) {
 
 void address_header(std::string& out, const char* name, const std::vector<MailAddress>& list) {
   if (list.empty()) return;  // GMime leaves out a header without addresses
-  Ptr<InternetAddressList> addresses(internet_address_list_new());
-  for (const auto& a : list) {
-    Ptr<InternetAddress> ia(internet_address_mailbox_new(a.name.c_str(), a.address.c_str()));
-    internet_address_list_add(addresses.get(), ia.get());
-  }
+  const auto addresses = address_list(list);
   GString* line = g_string_new(name);
   g_string_append(line, ": ");
   internet_address_list_encode(addresses.get(), nullptr, line);
@@ -215,77 +236,6 @@ void text_part_bytes(std::string& out, const char* subtype, const std::string& b
   out += subtype;
   out += "; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n";
   out += crlf_lines(body);
-}
-
-}  // namespace
-
-// Written here instead of through a GMimeMessage tree: building and freeing that tree was most of
-// composing. The headers are still GMime's (its address, RFC 2047 and folding functions), in the
-// order GMime writes them.
-std::optional<std::string> compose_message_direct(const OutgoingMessage& m) {
-  if (!m.attachments.empty()) return std::nullopt;
-  const bool text = !m.text_body.empty() || m.html_body.empty(), html = !m.html_body.empty();
-  if ((text && !plain_7bit(m.text_body)) || (html && !plain_7bit(m.html_body))) return std::nullopt;
-  for (const auto& [name, value] : m.extra_headers)  // the order of these is GMime's own
-    if (iequals(name, "Date") || iequals(name, "From") || iequals(name, "Reply-To") || iequals(name, "Subject") || iequals(name, "Sender") ||
-        iequals(name, "To") || iequals(name, "Cc") || iequals(name, "Bcc") || iequals(name, "Message-Id") || iequals(name, "MIME-Version") ||
-        iequals(name, "Return-Path") || iequals(name, "Received") || g_ascii_strncasecmp(name.c_str(), "Content-", 8) == 0)
-      return std::nullopt;
-  gmime::init();
-  check_message(m);
-  std::string out;
-  out.reserve(512 + m.text_body.size() + m.html_body.size() + (m.text_body.size() + m.html_body.size()) / 32);
-  GDateTime* date = g_date_time_new_from_unix_utc(m.date);
-  char* formatted = g_mime_utils_header_format_date(date);
-  g_date_time_unref(date);
-  out += "Date: ";
-  out += formatted;
-  out += "\r\n";
-  g_free(formatted);
-  address_header(out, "From", {m.from});
-  if (m.reply_to) address_header(out, "Reply-To", {*m.reply_to});
-  text_header(out, "Subject", m.subject);
-  address_header(out, "To", m.to);
-  address_header(out, "Cc", m.cc);
-  out += "Message-Id: <" + m.message_id + ">\r\n";
-  for (const auto& [name, value] : m.extra_headers) text_header(out, name, value);
-  out += "MIME-Version: 1.0\r\n";
-  if (text && html) {
-    const std::string boundary = boundary_for(m.message_id, "alternative");
-    out += "Content-Type: multipart/alternative; boundary=\"" + boundary + "\"\r\n\r\n--" + boundary + "\r\n";
-    text_part_bytes(out, "plain", m.text_body);
-    out += "\r\n--" + boundary + "\r\n";
-    text_part_bytes(out, "html", m.html_body);
-    out += "\r\n--" + boundary + "--\r\n";
-  } else {
-    text_part_bytes(out, text ? "plain" : "html", text ? m.text_body : m.html_body);
-    if (out.back() != '\n') out += "\r\n";  // a message ends in a line break
-  }
-  return out;
-}
-
-namespace {
-
-// `text` in CRLF lines, as the 7bit part carries it (GMime's DOS newline filter).
-std::string crlf_lines(const std::string& text) {
-  std::string out;
-  out.reserve(text.size() + text.size() / 32 + 2);
-  for (std::size_t at = 0; at < text.size();) {
-    const std::size_t lf = text.find('\n', at);
-    if (lf == std::string::npos) {
-      out.append(text, at, std::string::npos);
-      break;
-    }
-    out.append(text, at, lf - at);
-    if (lf == 0 || text[lf - 1] != '\r') out += '\r';
-    out += '\n';
-    at = lf + 1;
-  }
-  return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && g_ascii_strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 // Each header field of `raw`'s header block as (name, raw value: what follows the colon, folds
@@ -314,11 +264,15 @@ void count_warning(gint64, GMimeParserWarning, const gchar*, gpointer user) { ++
 // The parse of a message composed here whose text parts went as they are, without GMime's
 // parser (compose.hpp); false when the message is not one this covers.
 bool parse_own(const OutgoingMessage& m, ComposedMessage& out) {
+  std::vector<std::string> types;  // of the attachments, as the parser gives them
   for (const auto& a : m.attachments) {  // a message/rfc822 or multipart attachment is read as one
     Ptr<GMimeContentType> type(g_mime_content_type_parse(nullptr, a.content_type.c_str()));
     const char* media = type ? g_mime_content_type_get_media_type(type.get()) : nullptr;
     if (!media || iequals(media, "message") || iequals(media, "multipart")) return false;
     if (a.filename.find("=?") != std::string::npos) return false;  // GMime decodes RFC 2047 words even in a parameter
+    std::string lower = std::string(media) + "/" + g_mime_content_type_get_media_subtype(type.get());
+    for (auto& c : lower) c = static_cast<char>(g_ascii_tolower(c));
+    types.push_back(std::move(lower));
   }
   ParsedMessage& p = out.parsed;
   int warnings = 0;
@@ -389,11 +343,10 @@ bool parse_own(const OutgoingMessage& m, ComposedMessage& out) {
       out.spans[i] = ContentSpan{content + 4, end - (content + 4), true};
       end = start;
     }
-    for (const auto& a : m.attachments) {
-      Ptr<GMimeContentType> type(g_mime_content_type_parse(nullptr, a.content_type.c_str()));
+    for (std::size_t i = 0; i < m.attachments.size(); ++i) {
+      const auto& a = m.attachments[i];
       MailAttachment copy;
-      copy.content_type = std::string(g_mime_content_type_get_media_type(type.get())) + "/" + g_mime_content_type_get_media_subtype(type.get());
-      for (auto& c : copy.content_type) c = static_cast<char>(g_ascii_tolower(c));
+      copy.content_type = std::move(types[i]);
       copy.filename = a.filename.empty() ? std::string() : gmime::valid_utf8(a.filename.c_str());
       copy.data = a.data;
       copy.sha256_hex = sha256_hex(copy.data);
@@ -405,6 +358,51 @@ bool parse_own(const OutgoingMessage& m, ComposedMessage& out) {
 }
 
 }  // namespace
+
+// Written here instead of through a GMimeMessage tree: building and freeing that tree was most of
+// composing. The headers are still GMime's (its address, RFC 2047 and folding functions), in the
+// order GMime writes them.
+std::optional<std::string> compose_message_direct(const OutgoingMessage& m) {
+  if (!m.attachments.empty()) return std::nullopt;
+  const bool text = !m.text_body.empty() || m.html_body.empty(), html = !m.html_body.empty();
+  if ((text && !plain_7bit(m.text_body)) || (html && !plain_7bit(m.html_body))) return std::nullopt;
+  for (const auto& [name, value] : m.extra_headers)  // the order of these is GMime's own
+    if (iequals(name, "Date") || iequals(name, "From") || iequals(name, "Reply-To") || iequals(name, "Subject") || iequals(name, "Sender") ||
+        iequals(name, "To") || iequals(name, "Cc") || iequals(name, "Bcc") || iequals(name, "Message-Id") || iequals(name, "MIME-Version") ||
+        iequals(name, "Return-Path") || iequals(name, "Received") || g_ascii_strncasecmp(name.c_str(), "Content-", 8) == 0)
+      return std::nullopt;
+  gmime::init();
+  check_message(m);
+  std::string out;
+  out.reserve(512 + m.text_body.size() + m.html_body.size() + (m.text_body.size() + m.html_body.size()) / 32);
+  GDateTime* date = g_date_time_new_from_unix_utc(m.date);
+  char* formatted = g_mime_utils_header_format_date(date);
+  g_date_time_unref(date);
+  out += "Date: ";
+  out += formatted;
+  out += "\r\n";
+  g_free(formatted);
+  address_header(out, "From", {m.from});
+  if (m.reply_to) address_header(out, "Reply-To", {*m.reply_to});
+  text_header(out, "Subject", m.subject);
+  address_header(out, "To", m.to);
+  address_header(out, "Cc", m.cc);
+  out += "Message-Id: <" + m.message_id + ">\r\n";
+  for (const auto& [name, value] : m.extra_headers) text_header(out, name, value);
+  out += "MIME-Version: 1.0\r\n";
+  if (text && html) {
+    const std::string boundary = boundary_for(m.message_id, "alternative");
+    out += "Content-Type: multipart/alternative; boundary=\"" + boundary + "\"\r\n\r\n--" + boundary + "\r\n";
+    text_part_bytes(out, "plain", m.text_body);
+    out += "\r\n--" + boundary + "\r\n";
+    text_part_bytes(out, "html", m.html_body);
+    out += "\r\n--" + boundary + "--\r\n";
+  } else {
+    text_part_bytes(out, text ? "plain" : "html", text ? m.text_body : m.html_body);
+    if (out.back() != '\n') out += "\r\n";  // a message ends in a line break
+  }
+  return out;
+}
 
 std::string compose_message(const OutgoingMessage& m) {
   if (auto direct = compose_message_direct(m)) return std::move(*direct);
