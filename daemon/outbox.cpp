@@ -270,15 +270,17 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
   awaitable<std::size_t> record_chunk(std::int64_t mailbox, std::shared_ptr<const ChunkOutcomes> outcomes) {
     auto op = store_run(s.store, [outcomes, &c = s.config](pqxx::connection_base& connection) {
       OutboxOutcomes o;
+      std::vector<ParsedMessage> reparsed;  // the parses of bytes kept by an earlier version
+      reparsed.reserve(outcomes->sent.size());  // o points into it: never reallocated
       for (const auto& sent : outcomes->sent) {
         OutboxSent copy;
         copy.id = sent.id;
         copy.raw = &sent.raw;
         std::vector<std::optional<ContentSpan>> parsed_spans;
         if (sent.parse) {  // composed here: parsed then (protocol/compose)
-          copy.parsed = sent.parse->parsed;
-        } else {  // bytes kept by an earlier version
-          copy.parsed = parse_message(sent.raw, parsed_spans);
+          copy.parsed = &sent.parse->parsed;
+        } else {
+          copy.parsed = &reparsed.emplace_back(parse_message(sent.raw, parsed_spans));
         }
         const auto& spans = sent.parse ? sent.parse->spans : parsed_spans;
         for (const auto& span : spans)

@@ -139,10 +139,9 @@ std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mai
   // (their bodies were read for nothing, their attachments are not) and stay locked until the
   // commit without being claimed: the next chunk takes them.
   std::vector<OutboxRow> rows;
-  std::vector<std::int64_t> ids;
+  std::vector<std::int64_t> with_attachments;  // rows still to be composed that have any
   std::map<std::int64_t, std::size_t> index;
   std::size_t bytes = 0;
-  bool attachments = false;
   for (const auto& r : exec_prepared(tx, "outbox_lock_due_load", kLockDue, mailbox_id, limit)) {
     const auto size = static_cast<std::size_t>(r[16].as<std::int64_t>());
     if (!rows.empty() && bytes + size > max_bytes) break;
@@ -170,16 +169,12 @@ std::vector<OutboxRow> outbox_lock_due(pqxx::dbtransaction& tx, std::int64_t mai
       m.extra_headers.push_back({"Auto-Submitted", "auto-replied"});
     else if (kind != "message")
       m.extra_headers.push_back({"Auto-Submitted", "auto-generated"});
-    if (!row.raw && r[15].as<bool>()) {
-      attachments = true;
-      ids.push_back(row.id);  // only rows still to be composed need theirs
-    }
+    if (!row.raw && r[15].as<bool>()) with_attachments.push_back(row.id);
     index[row.id] = rows.size();
     rows.push_back(std::move(row));
   }
-  const std::string list = sql_id_array(ids);
-  if (attachments)
-    for (const auto& a : exec_prepared(tx, "outbox_load_attachments", kLoadAttachments, list)) {
+  if (!with_attachments.empty())
+    for (const auto& a : exec_prepared(tx, "outbox_load_attachments", kLoadAttachments, sql_id_array(with_attachments))) {
       auto& row = rows[index.at(a[0].as<std::int64_t>())];
       row.message.attachments.push_back({a[1].as<std::string>(), a[2].as<std::string>(), pqxx::binarystring(a[3]).str()});
     }
@@ -210,21 +205,22 @@ std::vector<OutboxSentCopy> outbox_record(pqxx::dbtransaction& tx, const OutboxO
     std::vector<std::int64_t> sent_ids, copies;
     std::vector<std::string> refused_lists;
     for (const auto& [mailbox, rows] : by_mailbox) {
-      std::vector<IngestItem> items;
-      items.reserve(rows.size());
-      for (const auto* s : rows) {
-        IngestItem item;
-        item.in.mailbox_id = mailbox;
-        item.in.source = "sent";
-        item.in.source_key = "outbox:" + std::to_string(s->id);
-        item.in.raw = *s->raw;
-        item.in.folder = "sent";
-        item.in.read = true;
-        item.parsed = s->parsed;
-        item.attachment_spans = s->attachment_spans;
-        items.push_back(std::move(item));
+      // The parses and spans are the caller's (IngestRef: not copied); InboundMessage owns its raw.
+      std::vector<InboundMessage> ins(rows.size());
+      std::vector<IngestRef> refs;
+      refs.reserve(rows.size());
+      const LinkPolicy policy = load_link_policy(tx, mailbox);
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        auto& in = ins[i];
+        in.mailbox_id = mailbox;
+        in.source = "sent";
+        in.source_key = "outbox:" + std::to_string(rows[i]->id);
+        in.raw = *rows[i]->raw;
+        in.folder = "sent";
+        in.read = true;
+        refs.push_back({&in, rows[i]->parsed, &rows[i]->attachment_spans, &policy});
       }
-      const auto stored = ingest_messages(tx, items, load_link_policy(tx, mailbox));
+      const auto stored = ingest_messages(tx, refs);
       for (std::size_t i = 0; i < rows.size(); ++i) {
         boost::json::array refused_json;
         for (const auto& x : rows[i]->refused) refused_json.emplace_back(boost::json::object{{"address", x.address}, {"reply", x.reply}});

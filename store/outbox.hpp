@@ -108,8 +108,8 @@ struct RefusedRecipient {
 // The outcomes of one chunk.
 struct OutboxSent {
   std::int64_t id = 0;
-  const std::string* raw = nullptr;  // the bytes the server accepted (the row's raw)
-  ParsedMessage parsed;              // their parse (protocol/mime), for the sent copy
+  const std::string* raw = nullptr;        // the bytes the server accepted (the row's raw)
+  const ParsedMessage* parsed = nullptr;   // their parse (protocol/mime), for the sent copy
   std::vector<std::optional<RawSpan>> attachment_spans;  // as IngestItem's: attachments kept as spans of raw
   std::vector<RefusedRecipient> refused;
 };

@@ -334,6 +334,43 @@ TEST_F(OutboxPlain, AtMostTwentyPerConnectionAndNothingLostWhenKilled) {
                   << " connections; the daemon's log:\n" << api.daemon().log();
 }
 
+// A row claimed by an earlier version kept its composed bytes in `raw`: they are sent as they are,
+// and the sent copy is their parse (not the composition's), in the same chunk as rows composed now.
+TEST_F(OutboxPlain, ARowComposedByAnEarlierVersionSendsItsStoredBytes) {
+  const std::string stored =
+      "From: Info <info@coop.nl>\r\nTo: oud@example.nl\r\nSubject: Eerder samengesteld\r\nMessage-Id: <oud-1@coop.nl>\r\n"
+      "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nOude tekst\r\n"
+      "--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=oud.pdf\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
+  {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params("INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id, raw) "
+                   "VALUES ('message', $1, ARRAY['oud@example.nl'], 'Eerder samengesteld', 'niet gebruikt', '<oud-1@coop.nl>', $2)",
+                   mailbox, pqxx::binarystring(stored));
+    tx.commit();
+  }
+  queue_rows(3, "nu");
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 4; }, 30s)) << api.daemon().log();
+  int found = 0;
+  for (const auto& m : server.received())
+    if (m.raw.find("oud-1@coop.nl") != std::string::npos) {
+      ++found;
+      EXPECT_EQ(m.raw, stored) << "the stored bytes, not a new composition";
+    }
+  EXPECT_EQ(found, 1);
+  pqxx::connection c(api.database_url());
+  pqxx::work tx(c);
+  const auto copy = tx.exec1("SELECT m.subject, m.text_body, convert_from(m.raw, 'UTF8'), "
+                             "(SELECT count(*) FROM attachment_parts a WHERE a.message_id = m.id AND a.filename = 'oud.pdf' AND a.raw_offset IS NOT NULL) "
+                             "FROM messages m WHERE m.source = 'sent' AND m.header_message_id = 'oud-1@coop.nl'");
+  EXPECT_EQ(copy[0].as<std::string>(), "Eerder samengesteld");
+  EXPECT_EQ(copy[1].as<std::string>(), "Oude tekst");
+  EXPECT_EQ(copy[2].as<std::string>(), stored);
+  EXPECT_EQ(copy[3].as<int>(), 1) << "its attachment kept as a span of the copy's bytes";
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM messages WHERE source = 'sent' AND subject LIKE 'Bericht %'")[0].as<int>(), 3);
+}
+
 TEST_F(OutboxPlain, KilledWhileAChunkCommitsEveryAcceptedMessageIsSentAgainWithItsMessageId) {
   // A chunk's outcomes commit in one transaction while the next chunk is sent. Here that
   // transaction is held (a lock on messages, where the sent copies go), the daemon is killed while
