@@ -47,6 +47,14 @@ struct Ready {
   std::shared_ptr<const ComposedMessage> parse;  // of raw (its `raw` left empty); null: parsed when recorded
 };
 
+TransportEnvelope transport_envelope(const Ready& row) {
+  TransportEnvelope e;
+  e.from = row.from;
+  e.to = row.to;
+  e.bcc = row.bcc;
+  return e;
+}
+
 // A chunk taken for sending (outbox_lock_due, composed here, outbox_start_sending: one
 // transaction), and the rows that could not be composed, failed in that same transaction.
 struct Chunk {
@@ -502,8 +510,12 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
         }
       }
       auto outcomes = std::make_shared<ChunkOutcomes>();
+      // The row whose envelope went with the content of the row before (RFC 2920), its share of
+      // the minute taken then: it is sent next whatever happens (only a broken connection stops it).
+      std::optional<std::size_t> announced;
       for (std::size_t i = 0; i < chunk.rows.size(); ++i) {
         auto& row = chunk.rows[i];
+        const bool was_announced = announced == i;
         // Within the per-minute limit; the leases of the rows held are kept alive while it waits.
         for (;;) {
           if (std::chrono::steady_clock::now() - lease_from > lease / 3) {
@@ -517,25 +529,30 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
             lease_from = std::chrono::steady_clock::now();
             if (with_next) next_extended = lease_from;
           }
-          if (stopping || !client->usable()) break;
+          if (was_announced || stopping || !client->usable()) break;
           const auto wait = rate_take(mailbox, per_minute);
           if (!wait) break;
           asio::steady_timer timer(strand);
           timer.expires_after(std::min<std::chrono::steady_clock::duration>(*wait, lease / 3));
           co_await timer.async_wait(asio::as_tuple(use_awaitable));
         }
-        if (stopping || !client->usable()) {  // not tried on this connection: back to the queue, due now
+        if ((stopping && !was_announced) || !client->usable()) {  // not tried on this connection: back to the queue, due now
           outcomes->untried.push_back(row.id);
           continue;
         }
-        TransportEnvelope envelope;
-        envelope.from = row.from;
-        envelope.to = row.to;
-        envelope.bcc = row.bcc;
+        const TransportEnvelope envelope = transport_envelope(row);
+        // The next row goes with this one's content when it may be sent right after it.
+        TransportEnvelope next_envelope;
+        std::optional<TransportNext> next_row;
+        if (i + 1 < chunk.rows.size() && !stopping && !rate_take(mailbox, per_minute)) {
+          next_envelope = transport_envelope(chunk.rows[i + 1]);
+          next_row = TransportNext{&next_envelope, &chunk.rows[i + 1].raw};
+          announced = i + 1;
+        }
         std::optional<TransportSent> result;
         std::optional<TransportFailure> failure;
         try {
-          result = co_await client->send(envelope, row.raw);
+          result = co_await client->send(envelope, row.raw, next_row ? &*next_row : nullptr);
         } catch (const TransportFailure& f) {
           failure = f;
         }
@@ -680,7 +697,7 @@ awaitable<MailboxTestResult> test_mailbox_sending(Services& s, std::int64_t mail
   try {
     transport = make_transport(executor, settings, deps);
     co_await transport->open();
-    auto result = co_await transport->send(envelope, raw);
+    auto result = co_await transport->send(envelope, raw, nullptr);
     out.ok = true;
     out.reply = result.reply;
   } catch (const TransportFailure& f) {

@@ -123,14 +123,18 @@ class SmtpTransport final : public Transport {
     }
   }
 
-  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw) override {
-    smtp::Envelope e;
-    e.from = envelope.from;
-    e.to = envelope.to;
+  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext* next) override {
+    const smtp::Envelope e{envelope.from, envelope.to};
+    std::optional<smtp::Envelope> next_envelope;
+    std::optional<smtp::Outgoing> following;
+    if (next) {
+      next_envelope = smtp::Envelope{next->envelope->from, next->envelope->to};
+      following = smtp::Outgoing{&*next_envelope, next->raw};
+    }
     std::optional<smtp::SendResult> result;
     std::optional<smtp::Failure> failure;
     try {
-      result = co_await client_->send(e, raw);
+      result = co_await client_->send(e, raw, following);
     } catch (const smtp::Failure& f) {
       failure = f;
     }
@@ -238,7 +242,7 @@ class MailgunTransport final : public HttpTransport {
     co_return;
   }
 
-  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw) override {
+  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext*) override {
     http::Multipart form;
     for (const auto& to : envelope.to) form.field("to", to);
     form.file("message", "message.mime", "message/rfc822", raw);
@@ -291,7 +295,7 @@ class GraphTransport final : public HttpTransport {
     token_ = co_await deps_.graph_token(settings_, false);
   }
 
-  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw) override {
+  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext*) override {
     const std::string mime = envelope.bcc.empty() ? raw : bcc_header(envelope.bcc) + raw;
     std::string body = http::base64(mime);
     const std::size_t limit = deps_.config.graph.max_send_bytes;

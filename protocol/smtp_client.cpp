@@ -45,6 +45,12 @@ struct Client::Impl {
   Capabilities caps;
   std::size_t accepted = 0;
   bool open = false, broken = false;
+  // The envelope sent after the last message's content (RFC 2920), its replies not read yet.
+  struct Announced {
+    std::string from;
+    std::vector<std::string> to;
+  };
+  std::optional<Announced> announced;
   std::deque<std::string> transcript;
 
   void note(const std::string& line) {
@@ -178,8 +184,9 @@ struct Client::Impl {
     if (r.code != 235) refused(r, Step::auth);
   }
 
-  awaitable<SendResult> send(const Envelope& env, const std::string& message) {
-    if (!open || broken) throw Failure(Step::connect, false, "the connection is not open");
+  // The MAIL and RCPT commands of a transaction; throws (before anything is written) when the
+  // server cannot take it.
+  std::vector<std::string> envelope_lines(const Envelope& env, const std::string& message) const {
     if (env.to.empty()) throw Failure(Step::rcpt, true, "no recipients");
     if (caps.size && *caps.size && message.size() > *caps.size)
       throw Failure(Step::mail, true,
@@ -188,63 +195,112 @@ struct Client::Impl {
     bool utf8_addresses = eight_bit(env.from);
     for (const auto& a : env.to) utf8_addresses = utf8_addresses || eight_bit(a);
     if (utf8_addresses && !caps.smtputf8) throw Failure(Step::mail, true, "a non-ASCII address needs SMTPUTF8, which the server does not offer");
-
-    std::vector<std::string> envelope;
+    std::vector<std::string> lines;
     try {
-      envelope.push_back(mail_from(env.from, message.size(), caps, eight_bit(message), utf8_addresses));
-      for (const auto& a : env.to) envelope.push_back(rcpt_to(a));
+      lines.push_back(mail_from(env.from, message.size(), caps, eight_bit(message), utf8_addresses));
+      for (const auto& a : env.to) lines.push_back(rcpt_to(a));
     } catch (const std::invalid_argument& e) {
       throw Failure(Step::rcpt, true, std::string("invalid address: ") + e.what());
     }
+    return lines;
+  }
 
-    SendResult result;
+  // Appends a pipelined envelope and its DATA to `out` (RFC 2920).
+  void pipeline_envelope(const std::vector<std::string>& lines, std::string& out) {
+    for (const auto& line : lines) {
+      out += line;
+      note("C: " + line.substr(0, line.size() - 2));
+    }
+    out += "DATA\r\n";
+    note("C: DATA");
+  }
+
+  // The replies to a pipelined MAIL, RCPTs and DATA; throws (the transaction reset) unless the
+  // server waits for the content.
+  awaitable<void> envelope_replies(const Envelope& env, SendResult& result) {
     std::size_t good = 0;
     std::optional<Reply> mail_refusal;
-    if (caps.pipelining) {  // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order
-      std::string batch;
-      for (const auto& line : envelope) {
-        batch += line;
-        note("C: " + line.substr(0, line.size() - 2));
+    Reply mail = co_await read_reply(Step::mail, timeouts.command);
+    if (mail.code != 250) mail_refusal = mail;
+    for (std::size_t i = 0; i < env.to.size(); ++i) {
+      Reply r = co_await read_reply(Step::rcpt, timeouts.command);
+      if (r.code == 250 || r.code == 251)
+        ++good;
+      else
+        result.refused.push_back({env.to[i], r});
+    }
+    Reply data = co_await read_reply(Step::data, timeouts.command);
+    if (data.code == 354 && (mail_refusal || good == 0)) {
+      // The server would take data although nothing can be delivered: end it empty.
+      co_await write(".\r\n", Step::data, timeouts.command);
+      co_await read_reply(Step::data, timeouts.data_end);
+    }
+    if (mail_refusal) co_await fail_transaction(*mail_refusal, Step::mail);
+    if (good == 0) co_await fail_recipients(result.refused);
+    if (data.code != 354) co_await fail_transaction(data, Step::data);
+  }
+
+  awaitable<SendResult> send(const Envelope& env, const std::string& message, const Outgoing* next) {
+    if (!open || broken) throw Failure(Step::connect, false, "the connection is not open");
+    SendResult result;
+    if (announced) {  // the envelope went with the content of the message before
+      const bool same = announced->from == env.from && announced->to == env.to;
+      announced.reset();
+      if (!same) {
+        broken = true;
+        conn.close();
+        throw Failure(Step::mail, false, "the message is not the one announced on this connection; the connection was dropped");
       }
-      batch += "DATA\r\n";
-      note("C: DATA");
-      co_await write(batch, Step::mail, timeouts.command);
-      Reply mail = co_await read_reply(Step::mail, timeouts.command);
-      if (mail.code != 250) mail_refusal = mail;
-      for (std::size_t i = 0; i < env.to.size(); ++i) {
-        Reply r = co_await read_reply(Step::rcpt, timeouts.command);
-        if (r.code == 250 || r.code == 251)
-          ++good;
-        else
-          result.refused.push_back({env.to[i], r});
-      }
-      Reply data = co_await read_reply(Step::data, timeouts.command);
-      if (data.code == 354 && (mail_refusal || good == 0)) {
-        // The server would take data although nothing can be delivered: end it empty.
-        co_await write(".\r\n", Step::data, timeouts.command);
-        co_await read_reply(Step::data, timeouts.data_end);
-      }
-      if (mail_refusal) co_await fail_transaction(*mail_refusal, Step::mail);
-      if (good == 0) co_await fail_recipients(result.refused);
-      if (data.code != 354) co_await fail_transaction(data, Step::data);
+      co_await envelope_replies(env, result);
     } else {
-      Reply mail = co_await command(envelope[0], Step::mail);
-      if (mail.code != 250) co_await fail_transaction(mail, Step::mail);
-      for (std::size_t i = 0; i < env.to.size(); ++i) {
-        Reply r = co_await command(envelope[i + 1], Step::rcpt);
-        if (r.code == 250 || r.code == 251)
-          ++good;
-        else
-          result.refused.push_back({env.to[i], r});
+      const auto envelope = envelope_lines(env, message);
+      if (caps.pipelining) {  // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order
+        std::string batch;
+        pipeline_envelope(envelope, batch);
+        co_await write(batch, Step::mail, timeouts.command);
+        co_await envelope_replies(env, result);
+      } else {
+        Reply mail = co_await command(envelope[0], Step::mail);
+        if (mail.code != 250) co_await fail_transaction(mail, Step::mail);
+        std::size_t good = 0;
+        for (std::size_t i = 0; i < env.to.size(); ++i) {
+          Reply r = co_await command(envelope[i + 1], Step::rcpt);
+          if (r.code == 250 || r.code == 251)
+            ++good;
+          else
+            result.refused.push_back({env.to[i], r});
+        }
+        if (good == 0) co_await fail_recipients(result.refused);
+        Reply data = co_await command("DATA\r\n", Step::data);
+        if (data.code != 354) co_await fail_transaction(data, Step::data);
       }
-      if (good == 0) co_await fail_recipients(result.refused);
-      Reply data = co_await command("DATA\r\n", Step::data);
-      if (data.code != 354) co_await fail_transaction(data, Step::data);
     }
     note("C: <message, " + std::to_string(message.size()) + " bytes>");
-    co_await write(dot_stuff(message), Step::data, timeouts.data_end);
+    std::string content = dot_stuff(message);
+    // RFC 2920 lets the content head a pipelined group: the next message's envelope goes in the
+    // same write, and its replies are read by the next send(). One that the server cannot take
+    // is not announced: the next send() reports why.
+    std::optional<Announced> announcing;
+    if (next && caps.pipelining) {
+      std::optional<std::vector<std::string>> lines;
+      try {
+        lines = envelope_lines(*next->envelope, *next->message);
+      } catch (const Failure&) {
+      }
+      if (lines) {
+        pipeline_envelope(*lines, content);
+        announcing = Announced{next->envelope->from, next->envelope->to};
+      }
+    }
+    co_await write(content, Step::data, timeouts.data_end);
+    announced = std::move(announcing);
     result.reply = co_await read_reply(Step::data, timeouts.data_end);
-    if (result.reply.code != 250) co_await fail_transaction(result.reply, Step::data);
+    if (result.reply.code != 250) {
+      // The reply ends the transaction; with the next envelope already on its way there is
+      // nothing to reset.
+      if (announced) refused(result.reply, Step::data);
+      co_await fail_transaction(result.reply, Step::data);
+    }
     ++accepted;
     co_return result;
   }
@@ -291,13 +347,19 @@ awaitable<void> Client::open() {
   co_await impl->open_connection();
 }
 
-awaitable<SendResult> Client::send(const Envelope& envelope, const std::string& message) {
+awaitable<SendResult> Client::send(const Envelope& envelope, const std::string& message, std::optional<Outgoing> next) {
   auto impl = impl_;
-  co_return co_await impl->send(envelope, message);
+  co_return co_await impl->send(envelope, message, next ? &*next : nullptr);
 }
 
 awaitable<void> Client::quit() {
   auto impl = impl_;
+  if (impl->announced) {
+    // A DATA is outstanding: QUIT would be read as content. Dropping the connection discards
+    // the transaction (RFC 5321 4.1.1.4: nothing is delivered without the final dot).
+    impl->note("(a message was announced but not sent: the connection is dropped)");
+    impl->broken = true;
+  }
   if (impl->open && !impl->broken) {
     try {
       impl->note("C: QUIT");

@@ -8,7 +8,8 @@
 //   connection that is not TLS unless the security is explicitly "plain". A server that offers
 //   no AUTH at all gets the mail without it (as Postfix does; a relay that wants it says 5xx).
 // - send(): MAIL, RCPT for each recipient, DATA, the message dot-stuffed; with PIPELINING the
-//   envelope and DATA go in one write (RFC 2920). Recipients refused while others are accepted
+//   envelope and DATA go in one write (RFC 2920), and when the caller names the message it sends
+//   next, that one's envelope goes in the write of this one's content. Recipients refused while others are accepted
 //   are reported per address; when none is accepted the transaction fails. After a failed
 //   transaction RSET keeps the connection usable.
 // - Failures throw smtp::Failure: the step (connect, tls, greeting, ehlo, auth, mail, rcpt, data),
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -72,6 +74,12 @@ struct SendResult {
   std::vector<Refused> refused;  // recipients refused while others were accepted
 };
 
+// A message the caller will send next on the connection (see Client::send).
+struct Outgoing {
+  const Envelope* envelope = nullptr;
+  const std::string* message = nullptr;
+};
+
 class Client {
  public:
   Client(boost::asio::any_io_executor executor, Account account, Timeouts timeouts = {});
@@ -79,7 +87,13 @@ class Client {
   Client(const Client&) = delete;
 
   boost::asio::awaitable<void> open();
-  boost::asio::awaitable<SendResult> send(const Envelope& envelope, const std::string& message);
+  // `next`: the message the caller sends right after this one. With PIPELINING its envelope and
+  // DATA go in the write of this one's content (RFC 2920 lets the content head a group) and its
+  // replies are read by that next send(): one round trip per message instead of two. The caller
+  // must then send exactly that message next; quit() instead drops the connection, which
+  // discards it (nothing is delivered without the final dot), as does sending another message
+  // (a transient failure).
+  boost::asio::awaitable<SendResult> send(const Envelope& envelope, const std::string& message, std::optional<Outgoing> next = std::nullopt);
   boost::asio::awaitable<void> quit();  // QUIT and close; never throws
   void close();
 

@@ -256,8 +256,38 @@ TEST_F(Outbox, TheMailboxsBccToSelf) {
 
 class OutboxFailures : public Outbox {
  protected:
-  OutboxFailures() : Outbox({.fail_first = 1, .reject = {"weg@example.nl"}}) {}
+  OutboxFailures() : Outbox({.fail_first = 1, .reject = {"weg@example.nl"}, .pipelining = true}) {}
 };
+
+// The server offers PIPELINING, so each row's envelope goes with the content of the row before
+// (RFC 2920). The first content is refused (451): that row alone is retried, the rows announced
+// behind it go through on the same connection.
+TEST_F(OutboxFailures, APipelinedRefusalFailsOnlyItsRow) {
+  {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
+        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<rij-' || n || '@coop.nl>' "
+        "FROM generate_series(1, 3) n",
+        mailbox);
+    tx.commit();
+  }
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 3; }, 20s)) << api.daemon().log();
+  pqxx::connection c(api.database_url());
+  const auto rows = pqxx::work(c).exec("SELECT subject, attempts FROM outbox ORDER BY id");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0][1].as<int>(), 2) << "the refused one, retried";
+  EXPECT_EQ(rows[1][1].as<int>(), 1);
+  EXPECT_EQ(rows[2][1].as<int>(), 1);
+  const auto got = server.received();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(parse_message(got[0].raw).subject, "Bericht 2");
+  EXPECT_EQ(parse_message(got[1].raw).subject, "Bericht 3");
+  EXPECT_EQ(parse_message(got[2].raw).subject, "Bericht 1");
+  EXPECT_EQ(got[0].client_port, got[1].client_port) << "the connection went on after the refusal";
+  EXPECT_EQ(count("SELECT count(*) FROM messages WHERE folder = 'sent'"), 3) << "one sent copy each";
+}
 
 TEST_F(OutboxFailures, TransientIsRetriedPermanentFailsWithTheReply) {
   auto r = send(R"({"to": ["jan@example.nl"], "subject": "Eerst 451", "text": "x"})");
@@ -285,7 +315,7 @@ TEST_F(OutboxFailures, TransientIsRetriedPermanentFailsWithTheReply) {
 
 class OutboxPlain : public Outbox {
  protected:
-  explicit OutboxPlain(int poll_ms = 100) : Outbox({}, "", poll_ms) {}
+  explicit OutboxPlain(int poll_ms = 100) : Outbox({.pipelining = true}, "", poll_ms) {}
   // n rows queued in one transaction, as a mailing queues them.
   void queue_rows(int n, const std::string& tag) {
     pqxx::connection c(api.database_url());

@@ -8,6 +8,14 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
 #include "protocol/smtp_client.hpp"
 #include "tests/support/run_coroutine.hpp"
 #include "tests/support/smtp_servers.hpp"
@@ -174,7 +182,11 @@ TEST(SmtpClient, PipelinedSessionsReuseTheConnection) {
     co_await c.open();
     EXPECT_TRUE(c.capabilities().pipelining);
     const Envelope env{"info@coop.nl", {"jan@example.nl"}};
-    for (int i = 0; i < 5; ++i) co_await c.send(env, message(i));
+    for (int i = 0; i < 2; ++i) co_await c.send(env, message(i));
+    // The rest with each next envelope announced with the content before it (RFC 2920).
+    const std::vector<std::string> rest{message(2), message(3), message(4)};
+    for (std::size_t i = 0; i < rest.size(); ++i)
+      co_await c.send(env, rest[i], i + 1 < rest.size() ? std::optional<Outgoing>(Outgoing{&env, &rest[i + 1]}) : std::nullopt);
     const auto n = c.sent();
     co_await c.quit();
     co_return n;
@@ -182,10 +194,182 @@ TEST(SmtpClient, PipelinedSessionsReuseTheConnection) {
   EXPECT_EQ(counts, 5u);
   auto dumps = sink.transactions();
   ASSERT_EQ(dumps.size(), 5u);
+  std::set<std::string> subjects;  // the dump files come in no particular order
   for (const auto& d : dumps) {
+    if (const auto at = d.find("Subject: "); at != std::string::npos) subjects.insert(d.substr(at, d.find('\n', at) - at));
     EXPECT_NE(d.find("X-Mail-Args: <info@coop.nl>"), std::string::npos) << d;
     EXPECT_NE(d.find("X-Rcpt-Args: <jan@example.nl>"), std::string::npos) << d;
     EXPECT_NE(d.find("\n.begint met een punt\n"), std::string::npos) << "dot-stuffed on the wire, unstuffed by the server: " << d;
+  }
+  EXPECT_EQ(subjects, (std::set<std::string>{"Subject: bericht 0", "Subject: bericht 1", "Subject: bericht 2", "Subject: bericht 3",
+                                              "Subject: bericht 4"}));
+}
+
+// A server on 127.0.0.1 that follows a script in a thread of its own: it waits for exact
+// input before it answers, so a test can show what the client sent before it read a reply.
+class ScriptedServer {
+ public:
+  ScriptedServer() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listener_, 1) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("ScriptedServer: cannot listen");
+    port_ = ntohs(a.sin_port);
+  }
+  ~ScriptedServer() {
+    if (thread_.joinable()) thread_.join();
+    if (conn_ >= 0) ::close(conn_);
+    ::close(listener_);
+  }
+  std::uint16_t port() const { return port_; }
+
+  // Runs `script` on the first connection, in a thread; join() waits for it.
+  template <class F>
+  void run(F script) {
+    thread_ = std::thread([this, script] {
+      if (!wait_readable(listener_, 5000)) return;
+      conn_ = ::accept(listener_, nullptr, nullptr);
+      script(*this);
+    });
+  }
+  void join() { thread_.join(); }
+
+  void say(const std::string& s) { (void)!::write(conn_, s.data(), s.size()); }
+  // Reads until everything read ends with `suffix` (false after `ms` or at the end of the
+  // connection); the input is kept in `seen`.
+  bool expect_until(const std::string& suffix, int ms = 2000) {
+    while (!(seen.size() >= mark_ + suffix.size() && seen.compare(seen.size() - suffix.size(), suffix.size(), suffix) == 0)) {
+      if (!read_more(ms)) return false;
+    }
+    mark_ = seen.size();
+    return true;
+  }
+  // Reads until the peer closes (true) or `ms` pass (false).
+  bool expect_close(int ms = 2000) {
+    while (read_more(ms)) {
+    }
+    return closed_;
+  }
+
+  std::string seen;
+
+ private:
+  static bool wait_readable(int fd, int ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, ms) == 1;
+  }
+  bool read_more(int ms) {
+    if (closed_ || !wait_readable(conn_, ms)) return false;
+    char buf[4096];
+    const auto n = ::read(conn_, buf, sizeof buf);
+    if (n <= 0) {
+      closed_ = true;
+      return false;
+    }
+    seen.append(buf, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  int listener_ = -1, conn_ = -1;
+  std::uint16_t port_ = 0;
+  std::size_t mark_ = 0;
+  bool closed_ = false;
+  std::thread thread_;
+};
+
+// The server answers the first message's content only once the second message's envelope and
+// DATA have arrived: a client that waited for that answer first would never get it.
+TEST(SmtpClient, TheNextEnvelopeGoesWithTheContentAndARefusedContentNeedsNoReset) {
+  ScriptedServer server;
+  std::vector<std::string> steps;  // what the server got, in order, before each answer
+  server.run([&](ScriptedServer& s) {
+    s.say("220 scripted ESMTP\r\n");
+    steps.push_back(s.expect_until("\r\n") ? "ehlo" : "no ehlo");
+    s.say("250-scripted\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250 8BITMIME\r\n");
+    steps.push_back(s.expect_until("DATA\r\n") ? "envelope 1" : "no envelope 1");
+    s.say("250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n");
+    // Content 1, then envelope 2 and its DATA, before any answer to content 1.
+    steps.push_back(s.expect_until("\r\n.\r\nMAIL FROM:<info@coop.nl> SIZE=" + std::to_string(message(2).size()) +
+                                   "\r\nRCPT TO:<piet@example.nl>\r\nDATA\r\n")
+                        ? "content 1 + envelope 2"
+                        : "content 1 without envelope 2");
+    s.say("554 5.6.0 content refused\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n");
+    steps.push_back(s.expect_until("\r\n.\r\n") ? "content 2" : "no content 2");
+    s.say("250 2.0.0 queued as B\r\n");
+    steps.push_back(s.expect_until("QUIT\r\n") ? "quit" : "no quit");
+    s.say("221 bye\r\n");
+  });
+  auto outcome = run([&](auto ex) -> asio::awaitable<std::pair<std::optional<Failure>, std::string>> {
+    Client c(ex, account(server.port(), "plain"), quick());
+    co_await c.open();
+    const Envelope first{"info@coop.nl", {"jan@example.nl"}}, second{"info@coop.nl", {"piet@example.nl"}};
+    const std::string m1 = message(1), m2 = message(2);
+    std::optional<Failure> failure;
+    try {
+      co_await c.send(first, m1, Outgoing{&second, &m2});
+    } catch (const Failure& f) {
+      failure = f;
+    }
+    auto r = co_await c.send(second, m2);
+    co_await c.quit();
+    co_return std::make_pair(failure, r.reply.text());
+  });
+  server.join();
+  EXPECT_EQ(steps, (std::vector<std::string>{"ehlo", "envelope 1", "content 1 + envelope 2", "content 2", "quit"}));
+  ASSERT_TRUE(outcome.first) << "the refused content is the first message's failure";
+  EXPECT_EQ(outcome.first->step, Step::data);
+  EXPECT_TRUE(outcome.first->permanent);
+  EXPECT_EQ(outcome.first->code, 554);
+  EXPECT_EQ(outcome.second, "250 2.0.0 queued as B");
+  EXPECT_EQ(server.seen.find("RSET"), std::string::npos) << "the transaction ended with the reply; a RSET would end the next one: " << server.seen;
+}
+
+// A message announced but not sent is never delivered: quit() drops the connection instead of
+// sending QUIT (which the server would take as content), and so does sending another message.
+TEST(SmtpClient, AnAnnouncedMessageNotSentIsDroppedWithTheConnection) {
+  for (const bool other_message : {false, true}) {
+    ScriptedServer server;
+    bool closed = false;
+    server.run([&](ScriptedServer& s) {
+      s.say("220 scripted ESMTP\r\n");
+      s.expect_until("\r\n");
+      s.say("250-scripted\r\n250-PIPELINING\r\n250 SIZE 100000\r\n");
+      s.expect_until("DATA\r\n");
+      s.say("250 ok\r\n250 ok\r\n354 go on\r\n");
+      s.expect_until("\r\n.\r\nMAIL FROM:<info@coop.nl> SIZE=" + std::to_string(message(2).size()) + "\r\nRCPT TO:<piet@example.nl>\r\nDATA\r\n");
+      s.say("250 queued as A\r\n250 ok\r\n250 ok\r\n354 go on\r\n");
+      closed = s.expect_close();
+    });
+    auto failure = run([&](auto ex) -> asio::awaitable<std::optional<Failure>> {
+      Client c(ex, account(server.port(), "plain"), quick());
+      co_await c.open();
+      const Envelope first{"info@coop.nl", {"jan@example.nl"}}, second{"info@coop.nl", {"piet@example.nl"}};
+      const std::string m1 = message(1), m2 = message(2);
+      co_await c.send(first, m1, Outgoing{&second, &m2});
+      std::optional<Failure> f;
+      if (other_message) {
+        try {
+          co_await c.send(first, m1);
+        } catch (const Failure& e) {
+          f = e;
+        }
+        EXPECT_FALSE(c.usable());
+      }
+      co_await c.quit();
+      co_return f;
+    });
+    server.join();
+    EXPECT_TRUE(closed) << "the connection was dropped";
+    const std::string after = server.seen.substr(server.seen.rfind("DATA\r\n") + 6);
+    EXPECT_EQ(after, "") << "nothing after the announced DATA: no content, no final dot, no QUIT";
+    if (other_message) {
+      ASSERT_TRUE(failure);
+      EXPECT_FALSE(failure->permanent) << "the other message was not sent: it can be retried";
+    }
   }
 }
 

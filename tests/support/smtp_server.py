@@ -7,7 +7,7 @@ mail before it); with --user/--password it requires AUTH (PLAIN, LOGIN) over TLS
 message is written byte-exact to OUT/<n>.eml with OUT/<n>.json holding the envelope, whether the
 session was TLS, the authenticated login and the client's port (one port per connection).
 --fail-first N answers the first N DATA with 451; --reject ADDRESS refuses that recipient with
-550. --xoauth2-introspect URL requires AUTH XOAUTH2 (the only mechanism offered, over TLS) and
+550; --pipelining offers PIPELINING. --xoauth2-introspect URL requires AUTH XOAUTH2 (the only mechanism offered, over TLS) and
 checks its bearer token with RFC 7662 introspection at URL, as Office 365's SMTP checks the
 Outlook-scope tokens of its tenant: the token must be active and name the SASL user. Prints
 "ready" once it listens.
@@ -30,6 +30,12 @@ class Handler:
         self.args = args
         self.count = 0
         self.data_seen = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.args.pipelining:  # aiosmtpd reads commands in order from its buffer: pipelining works
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.args.reject:
@@ -98,6 +104,7 @@ def main():
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--xoauth2-introspect")
+    p.add_argument("--pipelining", action="store_true", help="offer PIPELINING (RFC 2920)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
