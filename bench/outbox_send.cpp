@@ -4,7 +4,7 @@
 //
 //   mailgate_bench_outbox [--messages N] [--size BYTES] [--sessions N] [--per-connection N[,N...]]
 //                         [--fsync on|off] [--rounds N] [--timeout SECONDS] [--only smtp-source|mailgate] [--keep]
-//                         [--poll-ms N] [--io-threads N] [--pg-statements]
+//                         [--poll-ms N] [--io-threads N] [--pg-statements] [--sql-after-migrate SQL]
 //
 // smtp-source runs `-s SESSIONS -m N -l SIZE` twice: with -d (each session keeps its connection
 // for all its messages) and without (a new connection per message). mailgated gets a mailbox
@@ -27,6 +27,8 @@
 // --keep leaves mailgated's directory (configuration, log) for inspection.
 // --poll-ms sets mailgated's [outbox] poll_interval_ms (100 here; the shipped default is 1000).
 // --io-threads sets mailgated's [daemon] io_threads (default 2, as shipped).
+// --sql-after-migrate runs SQL on mailgate's fresh database before the daemon starts (and before
+// the rows are queued): to try a schema change without rebuilding.
 // --pg-statements restarts the private PostgreSQL with pg_stat_statements and lists, after each
 // mailgated run, the statements that took PostgreSQL the most time (it costs a little: leave it
 // out for the figures).
@@ -94,6 +96,7 @@ struct Options {
   int sessions = 2;  // smtp-source -s; mailgate's send_max_connections
   std::vector<int> per_connection = {20, 1000};  // mailgate's send_max_per_connection, one run each
   bool fsync = true;  // PostgreSQL's
+  std::string sql_after_migrate;  // an experiment on the schema, run before the daemon starts
   int timeout_s = 900;
   bool run_source = true, run_mailgate = true;
   bool keep = false;
@@ -107,7 +110,7 @@ struct Options {
   if (!problem.empty()) std::cerr << "mailgate_bench_outbox: " << problem << "\n";
   std::cerr << "usage: mailgate_bench_outbox [--messages N] [--size BYTES] [--sessions N] [--per-connection N[,N...]]\n"
                "                             [--fsync on|off] [--rounds N] [--timeout SECONDS] [--only smtp-source|mailgate] [--keep]\n"
-               "                             [--poll-ms N] [--io-threads N] [--pg-statements]\n";
+               "                             [--poll-ms N] [--io-threads N] [--pg-statements] [--sql-after-migrate SQL]\n";
   std::exit(2);
 }
 
@@ -155,6 +158,8 @@ Options parse_options(int argc, char** argv) {
       o.rounds = to_int(value(), a, 1, 20);
     } else if (a == "--keep") {
       o.keep = true;
+    } else if (a == "--sql-after-migrate") {
+      o.sql_after_migrate = value();
     } else if (a == "--io-threads") {
       o.io_threads = to_int(value(), a, 1, 64);
     } else if (a == "--poll-ms") {
@@ -518,6 +523,7 @@ MailgateRun run_mailgate(test::PgCluster& pg, const Sink& sink, const Options& o
                         .as<std::int64_t>();
     tx.exec_params("INSERT INTO user_roles (user_id, role) VALUES ($1, 'admin')", id);
     if (o.pg_statements) tx.exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    if (!o.sql_after_migrate.empty()) tx.exec(o.sql_after_migrate);
     tx.commit();
   }
 

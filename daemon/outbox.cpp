@@ -66,6 +66,11 @@ struct Chunk {
 Chunk take_chunk(pqxx::work& tx, std::int64_t mailbox, int limit, std::chrono::seconds lease, const Config& config) {
   Chunk chunk;
   chunk.claimed_at = std::chrono::steady_clock::now();
+  // The claim's commit does not wait for its WAL to reach the disk: the sender waits for the claim,
+  // and a claim lost with PostgreSQL (its rows back to due) loses nothing. Whatever was sent on it
+  // had its outcome unrecorded too (the outcome's commit waits for the disk, and with it for every
+  // commit before it), so those messages are sent again: the documented window, no wider.
+  tx.exec("SET LOCAL synchronous_commit = off");
   auto rows = outbox_lock_due(tx, mailbox, limit, outbox_chunk_bytes);
   for (auto& row : rows) {
     Ready r;
