@@ -448,6 +448,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     // Claimed already: no connection is opened when nothing was left; still being claimed: the
     // connection opens meanwhile.
     const bool prefetched = first != nullptr && first->done;
+    const bool chained = first != nullptr;  // its first chunk claimed by the session before
     std::optional<Chunk> taken_first;
     if (prefetched) {
       auto take = taken(mailbox, std::move(first));
@@ -485,6 +486,8 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     }
     Chunk chunk = std::move(*taken_first);
     int claimed = static_cast<int>(chunk.rows.size());
+    if (!open_failure)
+      spdlog::info("event=outbox_session mailbox={} type={} rows={} limit={} chained={}", mailbox, settings->type, claimed, limit, chained);
     if (open_failure) {
       spdlog::warn("event=outbox_connect_failed mailbox={} type={} step={} permanent={} reason=\"{}\"", mailbox, settings->type,
                    open_failure->step, open_failure->permanent, open_failure->what());
@@ -503,6 +506,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     std::shared_ptr<Pending<Chunk>> next;                // the chunk after this one, being taken
     // `recording`: the previous chunk's outcomes, committing (at first the session before's)
     std::optional<std::string> store_failure;            // a commit failed: stop after this chunk
+    bool quit_with_last = false;                         // the last row was accepted with the QUIT in its write
     auto lease_from = chunk.claimed_at;                   // the oldest lease start of the rows held
     std::optional<std::chrono::steady_clock::time_point> next_extended;
     for (;;) {
@@ -546,22 +550,26 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
           continue;
         }
         const TransportEnvelope envelope = transport_envelope(row);
-        // The next row goes with this one's content when it may be sent right after it.
+        // The next row goes with this one's content when it may be sent right after it; the
+        // session's last row (its limit reached) takes the QUIT along.
         TransportEnvelope next_envelope;
-        std::optional<TransportNext> next_row;
+        TransportAfter after;
         if (i + 1 < chunk.rows.size() && !stopping && !rate_take(mailbox, per_minute)) {
           next_envelope = transport_envelope(chunk.rows[i + 1]);
-          next_row = TransportNext{&next_envelope, &chunk.rows[i + 1].raw};
+          after.next_envelope = &next_envelope;
+          after.next_raw = &chunk.rows[i + 1].raw;
           announced = i + 1;
         }
+        after.quit = i + 1 == chunk.rows.size() && claimed >= limit;
         std::optional<TransportSent> result;
         std::optional<TransportFailure> failure;
         try {
-          result = co_await client->send(envelope, row.raw, next_row ? &*next_row : nullptr);
+          result = co_await client->send(envelope, row.raw, after);
         } catch (const TransportFailure& f) {
           failure = f;
         }
         if (result) {
+          quit_with_last = after.quit;
           SentRow sent;
           sent.id = row.id;
           sent.raw = std::move(row.raw);
@@ -623,11 +631,12 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       claimed += static_cast<int>(taken->rows.size());
       chunk = std::move(*taken);
     }
-    // At the limit with the connection fine: the next session's first chunk is claimed, and the
+    // At the limit with the connection fine (or ended by a QUIT that went with the last message):
+    // the next session's first chunk is claimed, and the
     // mailbox's settings read, while this one says QUIT; its last outcomes commit meanwhile and
     // the next session awaits them (a failure ends that one after its first chunk).
     SessionEnd end;
-    if (claimed >= limit && !store_failure && !stopping && client->usable()) {
+    if (claimed >= limit && !store_failure && !stopping && (client->usable() || quit_with_last)) {
       end.successor = start(prepare_chunk(mailbox, first_size()));
       end.settings = start(read_settings(mailbox));
       end.recording = std::move(recording);
@@ -702,7 +711,7 @@ awaitable<MailboxTestResult> test_mailbox_sending(Services& s, std::int64_t mail
   try {
     transport = make_transport(executor, settings, deps);
     co_await transport->open();
-    auto result = co_await transport->send(envelope, raw, nullptr);
+    auto result = co_await transport->send(envelope, raw, TransportAfter{.quit = true});
     out.ok = true;
     out.reply = result.reply;
   } catch (const TransportFailure& f) {

@@ -123,18 +123,19 @@ class SmtpTransport final : public Transport {
     }
   }
 
-  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext* next) override {
+  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportAfter& after) override {
     const smtp::Envelope e{envelope.from, envelope.to};
     std::optional<smtp::Envelope> next_envelope;
-    std::optional<smtp::Outgoing> following;
-    if (next) {
-      next_envelope = smtp::Envelope{next->envelope->from, next->envelope->to};
-      following = smtp::Outgoing{&*next_envelope, next->raw};
+    smtp::After then;
+    then.quit = after.quit;
+    if (after.next_envelope) {
+      next_envelope = smtp::Envelope{after.next_envelope->from, after.next_envelope->to};
+      then.next = smtp::Outgoing{&*next_envelope, after.next_raw};
     }
     std::optional<smtp::SendResult> result;
     std::optional<smtp::Failure> failure;
     try {
-      result = co_await client_->send(e, raw, following);
+      result = co_await client_->send(e, raw, then);
     } catch (const smtp::Failure& f) {
       failure = f;
     }
@@ -242,7 +243,7 @@ class MailgunTransport final : public HttpTransport {
     co_return;
   }
 
-  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext*) override {
+  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportAfter&) override {
     http::Multipart form;
     for (const auto& to : envelope.to) form.field("to", to);
     form.file("message", "message.mime", "message/rfc822", raw);
@@ -295,7 +296,7 @@ class GraphTransport final : public HttpTransport {
     token_ = co_await deps_.graph_token(settings_, false);
   }
 
-  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext*) override {
+  awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportAfter&) override {
     const std::string mime = envelope.bcc.empty() ? raw : bcc_header(envelope.bcc) + raw;
     std::string body = http::base64(mime);
     const std::size_t limit = deps_.config.graph.max_send_bytes;

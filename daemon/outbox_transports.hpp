@@ -89,20 +89,22 @@ struct TransportSent {
   std::vector<RefusedRecipient> refused;  // SMTP: recipients refused while others were accepted
 };
 
-// The message the caller sends right after this one on the same transport. SMTP announces its
-// envelope with this one's content (RFC 2920: one round trip per message); the caller must then
-// send it next. The HTTP transports ignore it.
-struct TransportNext {
-  const TransportEnvelope* envelope = nullptr;
-  const std::string* raw = nullptr;
+// What follows a message on the same transport: the message sent right after it (SMTP announces
+// its envelope with this one's content, RFC 2920: one round trip per message; the caller must then
+// send it next), or the end of the session (SMTP sends QUIT with the content). The HTTP transports
+// ignore it.
+struct TransportAfter {
+  const TransportEnvelope* next_envelope = nullptr;  // null: no next message
+  const std::string* next_raw = nullptr;
+  bool quit = false;
 };
 
 class Transport {
  public:
   virtual ~Transport() = default;
   virtual boost::asio::awaitable<void> open() = 0;  // throws TransportFailure
-  // Throws TransportFailure. `next`: see TransportNext (null: none).
-  virtual boost::asio::awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportNext* next) = 0;
+  // Throws TransportFailure.
+  virtual boost::asio::awaitable<TransportSent> send(const TransportEnvelope& envelope, const std::string& raw, const TransportAfter& after) = 0;
   virtual bool usable() const = 0;                  // open, not broken, not told to slow down
   virtual boost::asio::awaitable<void> quit() = 0;  // ends politely; never throws
   virtual void close() = 0;                         // at once; any thread of the executor

@@ -51,6 +51,7 @@ struct Client::Impl {
     std::vector<std::string> to;
   };
   std::optional<Announced> announced;
+  bool quit_sent = false;  // with the last message's content: the goodbye is still to be read
   std::deque<std::string> transcript;
 
   void note(const std::string& line) {
@@ -240,8 +241,8 @@ struct Client::Impl {
     if (data.code != 354) co_await fail_transaction(data, Step::data);
   }
 
-  awaitable<SendResult> send(const Envelope& env, const std::string& message, const Outgoing* next) {
-    if (!open || broken) throw Failure(Step::connect, false, "the connection is not open");
+  awaitable<SendResult> send(const Envelope& env, const std::string& message, const After& after) {
+    if (!open || broken || quit_sent) throw Failure(Step::connect, false, "the connection is not open");
     SendResult result;
     if (announced) {  // the envelope went with the content of the message before
       const bool same = announced->from == env.from && announced->to == env.to;
@@ -281,24 +282,31 @@ struct Client::Impl {
     // same write, and its replies are read by the next send(). One that the server cannot take
     // is not announced: the next send() reports why.
     std::optional<Announced> announcing;
-    if (next && caps.pipelining) {
+    if (after.next && caps.pipelining) {
+      const Outgoing& next = *after.next;
       std::optional<std::vector<std::string>> lines;
       try {
-        lines = envelope_lines(*next->envelope, *next->message);
+        lines = envelope_lines(*next.envelope, *next.message);
       } catch (const Failure&) {
       }
       if (lines) {
         pipeline_envelope(*lines, content);
-        announcing = Announced{next->envelope->from, next->envelope->to};
+        announcing = Announced{next.envelope->from, next.envelope->to};
       }
+    }
+    const bool quitting = after.quit && !after.next && caps.pipelining;
+    if (quitting) {
+      content += "QUIT\r\n";
+      note("C: QUIT");
     }
     co_await write(content, Step::data, timeouts.data_end);
     announced = std::move(announcing);
+    quit_sent = quitting;
     result.reply = co_await read_reply(Step::data, timeouts.data_end);
     if (result.reply.code != 250) {
-      // The reply ends the transaction; with the next envelope already on its way there is
-      // nothing to reset.
-      if (announced) refused(result.reply, Step::data);
+      // The reply ends the transaction; with the next envelope (or QUIT) already on its way there
+      // is nothing to reset.
+      if (announced || quit_sent) refused(result.reply, Step::data);
       co_await fail_transaction(result.reply, Step::data);
     }
     ++accepted;
@@ -347,9 +355,9 @@ awaitable<void> Client::open() {
   co_await impl->open_connection();
 }
 
-awaitable<SendResult> Client::send(const Envelope& envelope, const std::string& message, std::optional<Outgoing> next) {
+awaitable<SendResult> Client::send(const Envelope& envelope, const std::string& message, After after) {
   auto impl = impl_;
-  co_return co_await impl->send(envelope, message, next ? &*next : nullptr);
+  co_return co_await impl->send(envelope, message, after);
 }
 
 awaitable<void> Client::quit() {
@@ -360,7 +368,12 @@ awaitable<void> Client::quit() {
     impl->note("(a message was announced but not sent: the connection is dropped)");
     impl->broken = true;
   }
-  if (impl->open && !impl->broken) {
+  if (impl->open && !impl->broken && impl->quit_sent) {  // QUIT went with the last content
+    try {
+      co_await impl->read_reply(Step::data, std::chrono::seconds(5));
+    } catch (const std::exception&) {
+    }
+  } else if (impl->open && !impl->broken) {
     try {
       impl->note("C: QUIT");
       co_await impl->conn.write("QUIT\r\n", std::chrono::seconds(5));
@@ -380,7 +393,7 @@ void Client::close() {
 
 const Capabilities& Client::capabilities() const { return impl_->caps; }
 std::size_t Client::sent() const { return impl_->accepted; }
-bool Client::usable() const { return impl_->open && !impl_->broken; }
+bool Client::usable() const { return impl_->open && !impl_->broken && !impl_->quit_sent; }
 
 std::string Client::transcript_tail() const {
   std::string out;

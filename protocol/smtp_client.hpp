@@ -9,7 +9,8 @@
 //   no AUTH at all gets the mail without it (as Postfix does; a relay that wants it says 5xx).
 // - send(): MAIL, RCPT for each recipient, DATA, the message dot-stuffed; with PIPELINING the
 //   envelope and DATA go in one write (RFC 2920), and when the caller names the message it sends
-//   next, that one's envelope goes in the write of this one's content. Recipients refused while others are accepted
+//   next (or says it is the last), that one's envelope (or QUIT) goes in the write of this one's
+//   content. Recipients refused while others are accepted
 //   are reported per address; when none is accepted the transaction fails. After a failed
 //   transaction RSET keeps the connection usable.
 // - Failures throw smtp::Failure: the step (connect, tls, greeting, ehlo, auth, mail, rcpt, data),
@@ -79,6 +80,11 @@ struct Outgoing {
   const Envelope* envelope = nullptr;
   const std::string* message = nullptr;
 };
+// What follows a message on the connection (see Client::send).
+struct After {
+  std::optional<Outgoing> next = std::nullopt;  // the message sent right after this one
+  bool quit = false;             // nothing: this is the session's last message
+};
 
 class Client {
  public:
@@ -87,13 +93,16 @@ class Client {
   Client(const Client&) = delete;
 
   boost::asio::awaitable<void> open();
-  // `next`: the message the caller sends right after this one. With PIPELINING its envelope and
-  // DATA go in the write of this one's content (RFC 2920 lets the content head a group) and its
-  // replies are read by that next send(): one round trip per message instead of two. The caller
-  // must then send exactly that message next; quit() instead drops the connection, which
+  // `after.next`: the message the caller sends right after this one. With PIPELINING its envelope
+  // and DATA go in the write of this one's content (RFC 2920 lets the content head a group) and
+  // its replies are read by that next send(): one round trip per message instead of two. The
+  // caller must then send exactly that message next; quit() instead drops the connection, which
   // discards it (nothing is delivered without the final dot), as does sending another message
   // (a transient failure).
-  boost::asio::awaitable<SendResult> send(const Envelope& envelope, const std::string& message, std::optional<Outgoing> next = std::nullopt);
+  // `after.quit`: the session ends with this message. With PIPELINING the QUIT goes in the write
+  // of the content (RFC 2920: QUIT may end a group); the connection is not usable afterwards,
+  // and quit() reads the server's goodbye.
+  boost::asio::awaitable<SendResult> send(const Envelope& envelope, const std::string& message, After after = {});
   boost::asio::awaitable<void> quit();  // QUIT and close; never throws
   void close();
 

@@ -520,5 +520,28 @@ TEST_F(OutboxSlowPoll, RowsQueuedByAnotherProcessAreSentAtOnce) {
   EXPECT_EQ(server.received().size(), 3u);
 }
 
+// A mailing larger than the messages per connection goes on from session to session without a
+// new look at the queue (only the poll, a minute away, would give one): each session that ends at
+// the limit claims the next one's rows, also when its QUIT went out with its last message.
+TEST_F(OutboxSlowPoll, SessionsAtTheLimitChainWithoutWaitingForThePoll) {
+  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox),
+                     R"({"send_max_per_minute": 100000, "send_max_per_connection": 5, "send_max_connections": 1})")
+                .status,
+            200);
+  std::this_thread::sleep_for(1s);
+  const auto queued = std::chrono::steady_clock::now();
+  queue_rows(23, "keten");
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 23; }, 20s)) << api.daemon().log();
+  EXPECT_LT(std::chrono::steady_clock::now() - queued, 10s);
+  std::map<int, int> per_connection;
+  for (const auto& m : server.received()) ++per_connection[m.client_port];
+  EXPECT_EQ(per_connection.size(), 5u) << "five sessions: 5, 5, 5, 5 and 3";
+  for (const auto& [port, n] : per_connection) EXPECT_LE(n, 5) << port;
+  const std::string log = api.daemon().log();
+  std::size_t chained = 0;
+  for (auto at = log.find("chained=true"); at != std::string::npos; at = log.find("chained=true", at + 1)) ++chained;
+  EXPECT_EQ(chained, 4u) << "each session after the first was started by the one before it:\n" << log;
+}
+
 }  // namespace
 }  // namespace mailgate

@@ -183,10 +183,18 @@ TEST(SmtpClient, PipelinedSessionsReuseTheConnection) {
     EXPECT_TRUE(c.capabilities().pipelining);
     const Envelope env{"info@coop.nl", {"jan@example.nl"}};
     for (int i = 0; i < 2; ++i) co_await c.send(env, message(i));
-    // The rest with each next envelope announced with the content before it (RFC 2920).
+    // The rest with each next envelope announced with the content before it (RFC 2920), the last
+    // with QUIT in the same write.
     const std::vector<std::string> rest{message(2), message(3), message(4)};
-    for (std::size_t i = 0; i < rest.size(); ++i)
-      co_await c.send(env, rest[i], i + 1 < rest.size() ? std::optional<Outgoing>(Outgoing{&env, &rest[i + 1]}) : std::nullopt);
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      After after;
+      if (i + 1 < rest.size())
+        after.next = Outgoing{&env, &rest[i + 1]};
+      else
+        after.quit = true;
+      co_await c.send(env, rest[i], after);
+    }
+    EXPECT_FALSE(c.usable()) << "QUIT is on its way";
     const auto n = c.sent();
     co_await c.quit();
     co_return n;
@@ -310,7 +318,7 @@ TEST(SmtpClient, TheNextEnvelopeGoesWithTheContentAndARefusedContentNeedsNoReset
     const std::string m1 = message(1), m2 = message(2);
     std::optional<Failure> failure;
     try {
-      co_await c.send(first, m1, Outgoing{&second, &m2});
+      co_await c.send(first, m1, {.next = Outgoing{&second, &m2}});
     } catch (const Failure& f) {
       failure = f;
     }
@@ -326,6 +334,52 @@ TEST(SmtpClient, TheNextEnvelopeGoesWithTheContentAndARefusedContentNeedsNoReset
   EXPECT_EQ(outcome.first->code, 554);
   EXPECT_EQ(outcome.second, "250 2.0.0 queued as B");
   EXPECT_EQ(server.seen.find("RSET"), std::string::npos) << "the transaction ended with the reply; a RSET would end the next one: " << server.seen;
+}
+
+// The session's last message takes QUIT along: the server answers the content only once the QUIT
+// has come, and the client reads the goodbye without sending a second QUIT. A refused last
+// content needs no RSET either.
+TEST(SmtpClient, TheLastContentTakesQuitAlong) {
+  for (const bool refuse : {false, true}) {
+    ScriptedServer server;
+    std::vector<std::string> steps;
+    bool closed = false;
+    server.run([&](ScriptedServer& s) {
+      s.say("220 scripted ESMTP\r\n");
+      s.expect_until("\r\n");
+      s.say("250-scripted\r\n250 PIPELINING\r\n");
+      s.expect_until("DATA\r\n");
+      s.say("250 ok\r\n250 ok\r\n354 go on\r\n");
+      steps.push_back(s.expect_until("\r\n.\r\nQUIT\r\n") ? "content + quit" : "content without quit");
+      s.say(std::string(refuse ? "452 4.3.1 no room\r\n" : "250 queued\r\n") + "221 bye\r\n");
+      closed = s.expect_close();
+    });
+    auto outcome = run([&](auto ex) -> asio::awaitable<std::pair<std::optional<Failure>, bool>> {
+      Client c(ex, account(server.port(), "plain"), quick());
+      co_await c.open();
+      const Envelope env{"info@coop.nl", {"jan@example.nl"}};
+      std::optional<Failure> failure;
+      try {
+        co_await c.send(env, message(1), {.quit = true});
+      } catch (const Failure& f) {
+        failure = f;
+      }
+      const bool usable = c.usable();
+      co_await c.quit();
+      co_return std::make_pair(failure, usable);
+    });
+    server.join();
+    EXPECT_EQ(steps, std::vector<std::string>{"content + quit"});
+    EXPECT_TRUE(closed);
+    EXPECT_FALSE(outcome.second) << "nothing more can be sent after QUIT";
+    EXPECT_EQ(server.seen.find("QUIT"), server.seen.rfind("QUIT")) << "one QUIT: " << server.seen;
+    EXPECT_EQ(server.seen.find("RSET"), std::string::npos) << server.seen;
+    ASSERT_EQ(outcome.first.has_value(), refuse);
+    if (refuse) {
+      EXPECT_EQ(outcome.first->code, 452);
+      EXPECT_FALSE(outcome.first->permanent);
+    }
+  }
 }
 
 // A message announced but not sent is never delivered: quit() drops the connection instead of
@@ -349,7 +403,7 @@ TEST(SmtpClient, AnAnnouncedMessageNotSentIsDroppedWithTheConnection) {
       co_await c.open();
       const Envelope first{"info@coop.nl", {"jan@example.nl"}}, second{"info@coop.nl", {"piet@example.nl"}};
       const std::string m1 = message(1), m2 = message(2);
-      co_await c.send(first, m1, Outgoing{&second, &m2});
+      co_await c.send(first, m1, {.next = Outgoing{&second, &m2}});
       std::optional<Failure> f;
       if (other_message) {
         try {
