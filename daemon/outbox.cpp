@@ -504,6 +504,7 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     }
 
     std::shared_ptr<Pending<Chunk>> next;                // the chunk after this one, being taken
+    std::shared_ptr<Pending<Chunk>> successor;           // the next session's first chunk, taken during the last one
     // `recording`: the previous chunk's outcomes, committing (at first the session before's)
     std::optional<std::string> store_failure;            // a commit failed: stop after this chunk
     bool quit_with_last = false;                         // the last row was accepted with the QUIT in its write
@@ -517,6 +518,11 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
           next = start(prepare_chunk(mailbox, n));
           next_extended.reset();
         }
+      } else if (!successor && !stopping && claimed >= limit) {
+        // The last chunk of the session: the next session's first one is taken while it is sent,
+        // not after (the next connection would wait for it), when the minute leaves room for both.
+        const int n = std::min({outbox_chunk_rows, limit, rate_room(mailbox, per_minute) - static_cast<int>(chunk.rows.size())});
+        if (n > 0) successor = start(prepare_chunk(mailbox, n));
       }
       auto outcomes = std::make_shared<ChunkOutcomes>();
       // The row whose envelope went with the content of the row before (RFC 2920), its share of
@@ -533,6 +539,8 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
             const bool with_next = next && next->done && !next->error;
             if (with_next)
               for (const auto& r : next->value.rows) held.push_back(r.id);
+            if (successor && successor->done && !successor->error)  // its session extends them from its claim on
+              for (const auto& r : successor->value.rows) held.push_back(r.id);
             auto extend = store_transact(s.store, [held, lease](pqxx::work& tx) { outbox_extend(tx, held, lease); });
             co_await std::move(extend);
             lease_from = std::chrono::steady_clock::now();
@@ -637,12 +645,16 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
     // the next session awaits them (a failure ends that one after its first chunk).
     SessionEnd end;
     if (claimed >= limit && !store_failure && !stopping && (client->usable() || quit_with_last)) {
-      end.successor = start(prepare_chunk(mailbox, first_size()));
+      end.successor = successor ? std::move(successor) : start(prepare_chunk(mailbox, first_size()));
       end.settings = start(read_settings(mailbox));
       end.recording = std::move(recording);
     } else {
       auto settled = settle_logged(mailbox, std::move(recording));
       co_await std::move(settled);
+      if (successor) {  // taken for a next session that will not be: back to the queue
+        auto back = give_back(mailbox, std::move(successor));
+        co_await std::move(back);
+      }
     }
     co_await client->quit();
     transports.erase(client);
