@@ -506,6 +506,40 @@ TEST_F(OutboxPlain, NewSettingsOfAMailboxAreUsedFromItsNextConnectionDuringAMail
 
 // Rows another process queues (a second daemon, a script) wake the outbox at their commit
 // (store/listener, migration 0014), not at the next poll, which is a minute here.
+class OutboxHangUp : public Outbox {
+ protected:
+  OutboxHangUp() : Outbox({.pipelining = true, .hang_up_at = 3}) {}
+};
+
+// The server drops the first connection at the third message's end of data. That message is
+// retried, the one announced behind it and the rest of the session go back untried, and so do the
+// rows already taken for the next session: nothing waits for a lease to run out.
+TEST_F(OutboxHangUp, ABrokenSessionGivesBackWhatItTookForTheNext) {
+  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox),
+                     R"({"send_max_per_minute": 100000, "send_max_per_connection": 5, "send_max_connections": 1})")
+                .status,
+            200);
+  {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
+        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<breuk-' || n || '@coop.nl>' "
+        "FROM generate_series(1, 12) n",
+        mailbox);
+    tx.commit();
+  }
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 12; }, 30s)) << api.daemon().log();
+  const std::string log = api.daemon().log();
+  EXPECT_NE(log.find("event=outbox_send_failed"), std::string::npos) << log;
+  EXPECT_EQ(log.find("event=outbox_recovered"), std::string::npos) << "rows were left to their lease:\n" << log;
+  std::set<std::string> ids;
+  for (const auto& m : server.received()) ids.insert(parse_message(m.raw).message_id);
+  EXPECT_EQ(server.received().size(), 12u);
+  EXPECT_EQ(ids.size(), 12u) << "each once: the dropped one was not kept by the server";
+  EXPECT_EQ(count("SELECT count(*) FROM outbox WHERE attempts > 1"), 1) << "only the dropped one was tried twice";
+}
+
 class OutboxSlowPoll : public OutboxPlain {
  protected:
   OutboxSlowPoll() : OutboxPlain(60000) {}

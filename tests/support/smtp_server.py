@@ -7,7 +7,8 @@ mail before it); with --user/--password it requires AUTH (PLAIN, LOGIN) over TLS
 message is written byte-exact to OUT/<n>.eml with OUT/<n>.json holding the envelope, whether the
 session was TLS, the authenticated login and the client's port (one port per connection).
 --fail-first N answers the first N DATA with 451; --reject ADDRESS refuses that recipient with
-550; --pipelining offers PIPELINING. --xoauth2-introspect URL requires AUTH XOAUTH2 (the only mechanism offered, over TLS) and
+550; --pipelining offers PIPELINING; --hang-up-at N drops the connection at the end of the Nth DATA,
+unanswered and unstored. --xoauth2-introspect URL requires AUTH XOAUTH2 (the only mechanism offered, over TLS) and
 checks its bearer token with RFC 7662 introspection at URL, as Office 365's SMTP checks the
 Outlook-scope tokens of its tenant: the token must be active and name the SASL user. Prints
 "ready" once it listens.
@@ -45,6 +46,9 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         self.data_seen += 1
+        if self.data_seen == self.args.hang_up_at:  # the connection drops before an answer: nothing kept
+            server.transport.close()
+            return "421 4.4.2 closing"
         if self.data_seen <= self.args.fail_first:
             return "451 4.3.0 Temporary failure, try again later"
         self.count += 1
@@ -105,6 +109,7 @@ def main():
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--xoauth2-introspect")
     p.add_argument("--pipelining", action="store_true", help="offer PIPELINING (RFC 2920)")
+    p.add_argument("--hang-up-at", type=int, default=0, help="drop the connection at the end of the Nth DATA")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 

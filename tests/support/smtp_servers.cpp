@@ -127,6 +127,7 @@ PySmtpServer::PySmtpServer(PySmtpOptions o) : dir_(temp_dir("smtp-server")), por
   if (!o.xoauth2_introspect.empty()) cmd += " --xoauth2-introspect '" + o.xoauth2_introspect + "'";
   if (o.fail_first) cmd += " --fail-first " + std::to_string(o.fail_first);
   if (o.pipelining) cmd += " --pipelining";
+  if (o.hang_up_at) cmd += " --hang-up-at " + std::to_string(o.hang_up_at);
   for (const auto& r : o.reject) cmd += " --reject '" + r + "'";
   pid_ = spawn(cmd, dir_ / "server.log");
   if (!wait_for_port(port_)) throw std::runtime_error("smtp_server.py did not start: " + log());

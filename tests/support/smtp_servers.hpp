@@ -46,6 +46,7 @@ struct PySmtpOptions {
   bool implicit_tls = false;  // TLS from the first byte (port 465 style) instead of STARTTLS
   bool login_only = false;    // offer AUTH LOGIN, not PLAIN
   bool pipelining = false;    // offer PIPELINING (RFC 2920)
+  int hang_up_at = 0;         // drop the connection at the end of the Nth DATA, unanswered and unstored
   // Set: require AUTH XOAUTH2 (and offer nothing else), its bearer token checked at this RFC 7662
   // introspection URL (tests/support/graph_fake.py's /_introspect), as Office 365 does.
   std::string xoauth2_introspect = {};
