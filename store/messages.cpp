@@ -16,7 +16,8 @@ int link_earlier_messages(pqxx::dbtransaction& tx, std::int64_t contact_id, cons
   auto candidates = tx.exec_params(
       "SELECT a.message_id, coalesce(m.mailbox_id, 0), a.match_key FROM message_addresses a JOIN messages m ON m.id = a.message_id "
       "WHERE a.match_key = ANY($1::text[]) AND NOT EXISTS "
-      "(SELECT 1 FROM message_contacts l WHERE l.message_id = a.message_id AND l.contact_id = $2) ORDER BY a.message_id",
+      "(SELECT 1 FROM message_contacts l WHERE l.message_id = a.message_id AND l.contact_id = $2) ORDER BY a.message_id "
+      "FOR KEY SHARE OF m",  // a message being purged is not linked (no foreign key guards message_contacts)
       sql_text_array(match_keys), contact_id);
   std::map<std::int64_t, LinkPolicy> policies;  // per mailbox (0: no mailbox, nothing excluded)
   int linked = 0;
@@ -46,6 +47,11 @@ int purge_removed_messages(pqxx::dbtransaction& tx, std::chrono::hours retention
   const std::string list = sql_id_array(ids);
   for (const char* table : {"attachment_parts", "message_addresses", "message_contacts"})
     tx.exec_params(std::string("DELETE FROM ") + table + " WHERE message_id = ANY($1::bigint[])", list);
+  // A sent copy's outbox row keeps its outcome, without the link (found by the copy's source key).
+  tx.exec_params(
+      "UPDATE outbox o SET sent_message_id = NULL FROM messages m WHERE m.id = ANY($1::bigint[]) AND m.source = 'sent' "
+      "AND m.source_key LIKE 'outbox:%' AND o.id = substr(m.source_key, 8)::bigint AND o.sent_message_id = m.id",
+      list);
   tx.exec_params("DELETE FROM messages WHERE id = ANY($1::bigint[])", list);
   for (const auto& r : doomed)
     audit_write(tx, Actor{"daemon", std::nullopt, "retention"}, "message", r[0].c_str(), "purge",

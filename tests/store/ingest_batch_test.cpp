@@ -175,5 +175,42 @@ TEST_F(IngestBatch, PurgeRemovesAttachmentParts) {
   EXPECT_EQ(count("SELECT count(*) FROM messages"), 0);
 }
 
+// A sent copy removed by a user is purged like any message: its outbox row keeps its outcome and
+// loses the link; the copy's addresses and contact links go with it, another message's stay.
+TEST_F(IngestBatch, PurgeOfASentCopyClearsItsOutboxLink) {
+  const std::string raw = "From: Info <info@coop.nl>\r\nTo: jan@klant.nl\r\nSubject: verstuurd\r\nMessage-ID: <v1@coop.nl>\r\n\r\nHallo\r\n";
+  std::int64_t outbox_id = 0;
+  {
+    pqxx::work tx(conn);
+    outbox_id = tx.exec_params1("INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, message_id, state) "
+                                "VALUES ('message', $1, ARRAY['jan@klant.nl'], 'verstuurd', '<v1@coop.nl>', 'sent') RETURNING id",
+                                mailbox)[0]
+                    .as<std::int64_t>();
+    tx.commit();
+  }
+  IngestItem copy = item(raw, "outbox:" + std::to_string(outbox_id));
+  copy.in.source = "sent";
+  copy.in.folder = "sent";
+  const auto out = ingest({copy, item(raw, "1:1")});
+  ASSERT_EQ(out.size(), 2u);
+  {
+    pqxx::work tx(conn);
+    tx.exec_params("UPDATE outbox SET sent_message_id = $1 WHERE id = $2", out[0].message_id, outbox_id);
+    tx.exec_params("UPDATE messages SET folder = 'removed', removed_at = now() - interval '3 days' WHERE id = $1", out[0].message_id);
+    tx.commit();
+  }
+  ASSERT_EQ(count("SELECT count(*) FROM message_contacts WHERE contact_id = " + std::to_string(jan)), 2) << "both linked to Jan";
+  {
+    pqxx::work tx(conn);
+    EXPECT_EQ(purge_removed_messages(tx, std::chrono::hours(24)), 1);
+    tx.commit();
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM outbox WHERE id = " + std::to_string(outbox_id) + " AND state = 'sent' AND sent_message_id IS NULL"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM messages"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM message_contacts"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM message_addresses WHERE message_id = " + std::to_string(out[0].message_id)), 0);
+  EXPECT_GT(count("SELECT count(*) FROM message_addresses WHERE message_id = " + std::to_string(out[1].message_id)), 0);
+}
+
 }  // namespace
 }  // namespace mailgate
