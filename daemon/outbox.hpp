@@ -8,9 +8,13 @@
 // transaction), at most send_max_per_connection in all (some providers, e.g. Strato, refuse more
 // than 20 per session), sends them one by one within send_max_per_minute (counted per mailbox
 // across its connections), records each chunk's outcomes in one transaction, and says QUIT.
-// While one chunk is on the wire the previous chunk's outcomes commit and the next chunk is taken,
-// so the SMTP session does not wait for PostgreSQL. Every attempt at a row composes the same bytes
-// with the same Message-ID. daemon/serve.cpp runs the worker on an event loop and thread of its own.
+// While one chunk is on the wire the previous chunk's outcomes commit and the next chunk is taken
+// (during a session's last chunk: the next session's first), so the SMTP session does not wait
+// for PostgreSQL; the claim's commit does not wait for the disk (store/outbox.hpp). Over SMTP with
+// PIPELINING each row's envelope goes in the write of the row before's content, and the session's
+// last row takes the QUIT along (RFC 2920): one round trip per message. Every attempt at a row
+// composes the same bytes with the same Message-ID. daemon/serve.cpp runs the worker on an event
+// loop and thread of its own.
 //
 // A "connection" is one SMTP session, or for the HTTP transports a run of API requests over the
 // shared keep-alive client; Microsoft 365 mailboxes get at most [graph] max_concurrent_per_mailbox

@@ -4,7 +4,10 @@
 // take due rows of one mailbox a chunk at a time: outbox_lock_due() locks them (FOR UPDATE SKIP
 // LOCKED, so several workers and several daemons never take one row twice) and loads them, the
 // worker composes them, and outbox_start_sending() marks them 'sending' with a lease, all in one
-// transaction. Composing is deterministic, so the bytes are not stored in the outbox: the sent
+// transaction. The worker commits that claim without waiting for the disk (synchronous_commit
+// off): a claim lost with PostgreSQL only makes its rows due again, and whatever was sent on it
+// had its outcome lost too (an outcome's commit waits for the disk, and so for every earlier
+// commit), so it is sent again within the window below. Composing is deterministic, so the bytes are not stored in the outbox: the sent
 // copy keeps them. (`raw` of rows composed by earlier versions is still sent as it is.) A row whose lease passed (its
 // daemon died mid-send) is given back by outbox_recover(). The outcomes of a chunk are recorded by
 // outbox_record() in one transaction: sent rows (each with its copy in the mailbox's "sent"
