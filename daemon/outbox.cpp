@@ -525,8 +525,9 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
         if (n > 0) successor = start(prepare_chunk(mailbox, n));
       }
       auto outcomes = std::make_shared<ChunkOutcomes>();
-      // The row whose envelope went with the content of the row before (RFC 2920), its share of
-      // the minute taken then: it is sent next whatever happens (only a broken connection stops it).
+      // The row handed to the transport as the one after the row before: its share of the minute
+      // taken then, and over SMTP with PIPELINING its envelope sent with that row's content (RFC
+      // 2920). It is sent next whatever happens; only a broken connection stops it.
       std::optional<std::size_t> announced;
       for (std::size_t i = 0; i < chunk.rows.size(); ++i) {
         auto& row = chunk.rows[i];

@@ -316,11 +316,17 @@ std::vector<IngestOutcome> ingest_batch(pqxx::dbtransaction& tx, const std::vect
 }  // namespace
 
 LinkPolicy load_link_policy(pqxx::dbtransaction& tx, std::int64_t mailbox_id) {
+  // One prepared statement: it runs for every batch of every source (each outbox chunk too).
+  static constexpr const char* kLoad =
+      "SELECT 'own', address FROM mailboxes WHERE id = $1 UNION ALL SELECT kind, value FROM mailbox_exclusions WHERE mailbox_id = $1";
   LinkPolicy p;
-  auto m = tx.exec_params("SELECT address FROM mailboxes WHERE id = $1", mailbox_id);
-  if (!m.empty()) p.own_address = m[0][0].as<std::string>();
-  for (const auto& r : tx.exec_params("SELECT kind, value FROM mailbox_exclusions WHERE mailbox_id = $1", mailbox_id))
-    (r[0].as<std::string>() == "domain" ? p.excluded_domains : p.excluded_addresses).insert(r[1].as<std::string>());
+  for (const auto& r : exec_prepared(tx, "load_link_policy", kLoad, mailbox_id)) {
+    const std::string kind = r[0].as<std::string>();
+    if (kind == "own")
+      p.own_address = r[1].as<std::string>();
+    else
+      (kind == "domain" ? p.excluded_domains : p.excluded_addresses).insert(r[1].as<std::string>());
+  }
   return p;
 }
 
