@@ -78,8 +78,11 @@ struct Connection::Impl : std::enable_shared_from_this<Connection::Impl> {
     if (!watching) {
       watching = true;
       asio::co_spawn(ex, watch(), asio::detached);
-    } else {
-      watchdog.cancel();  // re-read the deadline
+    } else if (deadline < watchdog.expiry()) {
+      // Sooner than the watchdog wakes: it reads the deadline again now. A later one (the common
+      // case: the same timeout from a later start) waits until it wakes, which saves a timer
+      // cancellation and a resumption of the watchdog for every read and write.
+      watchdog.cancel();
     }
   }
 
