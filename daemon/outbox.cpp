@@ -194,10 +194,13 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
         if (std::chrono::steady_clock::now() < t->second) continue;
         throttled.erase(t);
       }
+      // Connections already open count: rows still being claimed by one are due until the claim
+      // commits, and a look at the queue meanwhile (another wake) must not open one more for them
+      // (it would log in, find nothing and say QUIT).
       int& open = connections[id];
       const int needed = (d.due + settings->max_per_connection - 1) / settings->max_per_connection;
       const int max_connections = transport_max_connections(*settings, s.config);
-      for (int i = 0; open < max_connections && i < needed; ++i) {
+      while (open < std::min(max_connections, needed)) {
         ++open;
         auto self = shared_from_this();
         asio::co_spawn(strand, connection(settings), [self, id](std::exception_ptr e) {
