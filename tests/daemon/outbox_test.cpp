@@ -56,6 +56,21 @@ class Outbox : public ::testing::Test {
     return pqxx::work(c).exec(sql)[0][0].as<int>();
   }
   test::ApiResult send(const std::string& body, const std::string& who = "admin") { return api.call(who, "POST", "/api/v1/mail", body); }
+  // Changes the mailbox (its limits, mostly); true when the API took it.
+  bool patch_mailbox(const std::string& body) {
+    return api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), body).status == 200;
+  }
+  // n rows queued in one transaction, as a mailing queues them.
+  void queue_rows(int n, const std::string& tag) {
+    pqxx::connection c(api.database_url());
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
+        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<' || $3 || '-' || n || '@coop.nl>' "
+        "FROM generate_series(1, $2) n",
+        mailbox, n, tag);
+    tx.commit();
+  }
   std::string state(std::int64_t id) {
     auto r = api.call("admin", "GET", "/api/v1/outbox/" + std::to_string(id));
     return r.json.is_object() ? std::string(r.json.at("state").as_string()) : "?";
@@ -175,7 +190,7 @@ TEST_F(Outbox, TestMailReportsTheFailingStep) {
   ASSERT_EQ(server.received().size(), 1u);
   EXPECT_EQ(server.received()[0].to, (std::vector<std::string>{"info@coop.nl"}));
 
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"smtp_password": "fout"})").status, 200);
+  ASSERT_TRUE(patch_mailbox(R"({"smtp_password": "fout"})"));
   auto bad = api.call("admin", "POST", "/api/v1/mailboxes/" + std::to_string(mailbox) + "/test");
   EXPECT_FALSE(bad.json.at("ok").as_bool()) << bad.body;
   EXPECT_EQ(bad.json.at("step").as_string(), "auth") << bad.body;
@@ -244,7 +259,7 @@ TEST_F(Outbox, AUsersDefaultSenderIsUsedWhenLinkedToThem) {
 }
 
 TEST_F(Outbox, TheMailboxsBccToSelf) {
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"bcc_self": true})").status, 200);
+  ASSERT_TRUE(patch_mailbox(R"({"bcc_self": true})"));
   auto r = send(R"({"to": ["jan@example.nl"], "subject": "Met kopie", "text": "x"})");
   ASSERT_EQ(r.status, 202) << r.body;
   EXPECT_EQ(r.json.at("bcc").as_array().size(), 1u) << r.body;
@@ -263,16 +278,7 @@ class OutboxFailures : public Outbox {
 // (RFC 2920). The first content is refused (451): that row alone is retried, the rows announced
 // behind it go through on the same connection.
 TEST_F(OutboxFailures, APipelinedRefusalFailsOnlyItsRow) {
-  {
-    pqxx::connection c(api.database_url());
-    pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
-        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<rij-' || n || '@coop.nl>' "
-        "FROM generate_series(1, 3) n",
-        mailbox);
-    tx.commit();
-  }
+  queue_rows(3, "rij");
   ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 3; }, 20s)) << api.daemon().log();
   pqxx::connection c(api.database_url());
   const auto rows = pqxx::work(c).exec("SELECT subject, attempts FROM outbox ORDER BY id");
@@ -316,23 +322,12 @@ TEST_F(OutboxFailures, TransientIsRetriedPermanentFailsWithTheReply) {
 class OutboxPlain : public Outbox {
  protected:
   explicit OutboxPlain(int poll_ms = 100) : Outbox({.pipelining = true}, "", poll_ms) {}
-  // n rows queued in one transaction, as a mailing queues them.
-  void queue_rows(int n, const std::string& tag) {
-    pqxx::connection c(api.database_url());
-    pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
-        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<' || $3 || '-' || n || '@coop.nl>' "
-        "FROM generate_series(1, $2) n",
-        mailbox, n, tag);
-    tx.commit();
-  }
 };
 
 TEST_F(OutboxPlain, AtMostTwentyPerConnectionAndNothingLostWhenKilled) {
   // 500 rows queued at once (one transaction, as a mailing would), then the daemon is killed
   // while it sends them, and started again. (The per-minute limit is lifted for this.)
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"send_max_per_minute": 100000})").status, 200);
+  ASSERT_TRUE(patch_mailbox(R"({"send_max_per_minute": 100000})"));
   queue_rows(500, "bulk");
   ASSERT_TRUE(eventually([&] { return server.received().size() >= 60; }, 30s)) << api.daemon().log();
   ASSERT_EQ(api.daemon().stop(SIGKILL), 128 + SIGKILL);
@@ -406,10 +401,7 @@ TEST_F(OutboxPlain, KilledWhileAChunkCommitsEveryAcceptedMessageIsSentAgainWithI
   // transaction is held (a lock on messages, where the sent copies go), the daemon is killed while
   // it waits, and started again: every message the server accepted without a committed outcome
   // is sent again with the same bytes and Message-ID, and every row ends 'sent' with one copy.
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox),
-                     R"({"send_max_per_minute": 100000, "send_max_per_connection": 1000, "send_max_connections": 1})")
-                .status,
-            200);
+  ASSERT_TRUE(patch_mailbox(R"({"send_max_per_minute": 100000, "send_max_per_connection": 1000, "send_max_connections": 1})"));
   pqxx::connection blocker(api.database_url());
   pqxx::work hold(blocker);
   hold.exec("LOCK TABLE messages IN SHARE MODE");  // INSERT waits for it; reading does not
@@ -444,10 +436,7 @@ TEST_F(OutboxPlain, KilledWhileAChunkCommitsEveryAcceptedMessageIsSentAgainWithI
 
 TEST_F(OutboxPlain, ConnectionsTakeChunksUpToTheirLimit) {
   // 30 per connection: a chunk of 20 and one of 10 on each connection, never more.
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox),
-                     R"({"send_max_per_minute": 100000, "send_max_per_connection": 30})")
-                .status,
-            200);
+  ASSERT_TRUE(patch_mailbox(R"({"send_max_per_minute": 100000, "send_max_per_connection": 30})"));
   queue_rows(75, "thirty");
   ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 75; }, 30s)) << api.daemon().log();
   std::map<int, int> per_connection;
@@ -459,7 +448,7 @@ TEST_F(OutboxPlain, ConnectionsTakeChunksUpToTheirLimit) {
 }
 
 TEST_F(OutboxPlain, PerMinuteLimitHoldsTheRest) {
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox), R"({"send_max_per_minute": 5})").status, 200);
+  ASSERT_TRUE(patch_mailbox(R"({"send_max_per_minute": 5})"));
   queue_rows(8, "rate");
   ASSERT_TRUE(eventually([&] { return server.received().size() == 5; }, 10s)) << api.daemon().log();
   std::this_thread::sleep_for(2s);
@@ -515,20 +504,8 @@ class OutboxHangUp : public Outbox {
 // retried, the one announced behind it and the rest of the session go back untried, and so do the
 // rows already taken for the next session: nothing waits for a lease to run out.
 TEST_F(OutboxHangUp, ABrokenSessionGivesBackWhatItTookForTheNext) {
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox),
-                     R"({"send_max_per_minute": 100000, "send_max_per_connection": 5, "send_max_connections": 1})")
-                .status,
-            200);
-  {
-    pqxx::connection c(api.database_url());
-    pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO outbox (kind, mailbox_id, to_addresses, subject, text_body, message_id) "
-        "SELECT 'message', $1, ARRAY['lid' || n || '@example.nl'], 'Bericht ' || n, 'Inhoud ' || n, '<breuk-' || n || '@coop.nl>' "
-        "FROM generate_series(1, 12) n",
-        mailbox);
-    tx.commit();
-  }
+  ASSERT_TRUE(patch_mailbox(R"({"send_max_per_minute": 100000, "send_max_per_connection": 5, "send_max_connections": 1})"));
+  queue_rows(12, "breuk");
   ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 12; }, 30s)) << api.daemon().log();
   const std::string log = api.daemon().log();
   EXPECT_NE(log.find("event=outbox_send_failed"), std::string::npos) << log;
@@ -558,10 +535,7 @@ TEST_F(OutboxSlowPoll, RowsQueuedByAnotherProcessAreSentAtOnce) {
 // new look at the queue (only the poll, a minute away, would give one): each session that ends at
 // the limit claims the next one's rows, also when its QUIT went out with its last message.
 TEST_F(OutboxSlowPoll, SessionsAtTheLimitChainWithoutWaitingForThePoll) {
-  ASSERT_EQ(api.call("admin", "PATCH", "/api/v1/mailboxes/" + std::to_string(mailbox),
-                     R"({"send_max_per_minute": 100000, "send_max_per_connection": 5, "send_max_connections": 1})")
-                .status,
-            200);
+  ASSERT_TRUE(patch_mailbox(R"({"send_max_per_minute": 100000, "send_max_per_connection": 5, "send_max_connections": 1})"));
   std::this_thread::sleep_for(1s);
   const auto queued = std::chrono::steady_clock::now();
   queue_rows(23, "keten");
