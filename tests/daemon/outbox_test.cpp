@@ -493,8 +493,6 @@ TEST_F(OutboxPlain, NewSettingsOfAMailboxAreUsedFromItsNextConnectionDuringAMail
   EXPECT_EQ(server.received().size() + other.received().size(), 1000u);
 }
 
-// Rows another process queues (a second daemon, a script) wake the outbox at their commit
-// (store/listener, migration 0014), not at the next poll, which is a minute here.
 class OutboxHangUp : public Outbox {
  protected:
   OutboxHangUp() : Outbox({.pipelining = true, .hang_up_at = 3}) {}
@@ -517,6 +515,8 @@ TEST_F(OutboxHangUp, ABrokenSessionGivesBackWhatItTookForTheNext) {
   EXPECT_EQ(count("SELECT count(*) FROM outbox WHERE attempts > 1"), 1) << "only the dropped one was tried twice";
 }
 
+// Rows another process queues (a second daemon, a script) wake the outbox at their commit
+// (store/listener, migration 0014), not at the next poll, which is a minute here.
 class OutboxSlowPoll : public OutboxPlain {
  protected:
   OutboxSlowPoll() : OutboxPlain(60000) {}
