@@ -493,6 +493,24 @@ TEST_F(OutboxPlain, NewSettingsOfAMailboxAreUsedFromItsNextConnectionDuringAMail
   EXPECT_EQ(server.received().size() + other.received().size(), 1000u);
 }
 
+// A row stays due until the claim that takes it commits. Looks at the queue meanwhile (the poll
+// runs every 100 ms here) count the connection already open for it and open no other: each one
+// would log in, find nothing and say QUIT. The claim is held back by a lock it waits for.
+TEST_F(OutboxPlain, AConnectionStillClaimingIsCountedByTheNextLookAtTheQueue) {
+  pqxx::connection blocker(api.database_url());
+  pqxx::work hold(blocker);
+  hold.exec("LOCK TABLE outbox_attachments IN ACCESS EXCLUSIVE MODE");  // the claim reads it; the look at the queue does not
+  queue_rows(1, "wacht");
+  ASSERT_TRUE(eventually([&] { return server.log().find("ehlo from port") != std::string::npos; }, 10s)) << server.log();
+  std::this_thread::sleep_for(1s);  // ten polls while the claim waits
+  hold.commit();
+  ASSERT_TRUE(eventually([&] { return count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 1; }, 10s)) << api.daemon().log();
+  const std::string log = server.log();
+  std::size_t ehlos = 0;
+  for (auto at = log.find("ehlo from port"); at != std::string::npos; at = log.find("ehlo from port", at + 1)) ++ehlos;
+  EXPECT_EQ(ehlos, 1u) << "one connection for one row:\n" << log;
+}
+
 class OutboxHangUp : public Outbox {
  protected:
   OutboxHangUp() : Outbox({.pipelining = true, .hang_up_at = 3}) {}

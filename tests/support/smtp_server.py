@@ -34,6 +34,7 @@ class Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        print("ehlo from port %d" % session.peer[1], flush=True)  # tests count connections by it
         if self.args.pipelining:  # aiosmtpd reads commands in order from its buffer: pipelining works
             responses.insert(1, "250-PIPELINING")
         return responses
