@@ -644,9 +644,9 @@ struct OutboxWorker::Impl : std::enable_shared_from_this<OutboxWorker::Impl> {
       chunk = std::move(*taken);
     }
     // At the limit with the connection fine (or ended by a QUIT that went with the last message):
-    // the next session's first chunk is claimed, and the
-    // mailbox's settings read, while this one says QUIT; its last outcomes commit meanwhile and
-    // the next session awaits them (a failure ends that one after its first chunk).
+    // the next session gets its first chunk (taken during the last one, or now) and the mailbox's
+    // settings, read while this one says QUIT; this one's last outcomes commit meanwhile and the
+    // next session awaits them (a failure ends that one after its first chunk).
     SessionEnd end;
     if (claimed >= limit && !store_failure && !stopping && (client->usable() || quit_with_last)) {
       end.successor = successor ? std::move(successor) : start(prepare_chunk(mailbox, first_size()));

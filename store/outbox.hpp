@@ -7,9 +7,10 @@
 // transaction. The worker commits that claim without waiting for the disk (synchronous_commit
 // off): a claim lost with PostgreSQL only makes its rows due again, and whatever was sent on it
 // had its outcome lost too (an outcome's commit waits for the disk, and so for every earlier
-// commit), so it is sent again within the window below. Composing is deterministic, so the bytes are not stored in the outbox: the sent
-// copy keeps them. (`raw` of rows composed by earlier versions is still sent as it is.) A row whose lease passed (its
-// daemon died mid-send) is given back by outbox_recover(). The outcomes of a chunk are recorded by
+// commit), so it is sent again within the window below. Composing is deterministic, so the bytes
+// are not stored in the outbox: the sent copy keeps them. (`raw` of rows composed by earlier
+// versions is still sent as it is.) A row whose lease passed (its daemon died mid-send) is given
+// back by outbox_recover(). The outcomes of a chunk are recorded by
 // outbox_record() in one transaction: sent rows (each with its copy in the mailbox's "sent"
 // folder, through the one ingest pipeline), failed attempts (retry with backoff until the row is
 // too old, or fail keeping the server's reply), and rows given back untried.
